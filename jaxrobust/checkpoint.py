@@ -1,0 +1,118 @@
+"""Orbax in one place: save and restore a run's training state and its loop metadata.
+
+A run folder keeps two checkpoint series under `checkpoints/`: `latest` (every epoch, for
+`--resume`) and `best` (by validation accuracy, for evaluation and attacks). Each holds one
+step: the state pytree (StandardSave) beside a JSON record of the loop (epoch, early-stopping
+counter, best accuracy, PRNG seed). Orbax writes to a temporary folder and renames it, so an
+interrupted save leaves the previous checkpoint intact. Evaluate and attack restore through
+`load_variables`, never through train.py.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+SERIES = ("latest", "best")
+
+
+def _manager(run_dir: Path, series: str) -> ocp.CheckpointManager:
+    if series not in SERIES:
+        raise ValueError(f"checkpoint series must be one of {SERIES}, got {series!r}")
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False, create=True)
+    return ocp.CheckpointManager(Path(run_dir).resolve() / "checkpoints" / series, options=options)
+
+
+def save(run_dir: Path, series: str, step: int, state, meta: dict) -> None:
+    """Saves `state` (any pytree of arrays) and `meta` (JSON-able) as `step` of a series."""
+    with _manager(run_dir, series) as manager:
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                   meta=ocp.args.JsonSave(meta)), force=True)
+        manager.wait_until_finished()
+
+
+def latest_step(run_dir: Path, series: str = "latest") -> int | None:
+    """The step saved in a series, or None when there is none."""
+    path = Path(run_dir) / "checkpoints" / series
+    if not path.exists():
+        return None
+    with _manager(run_dir, series) as manager:
+        return manager.latest_step()
+
+
+def restore(run_dir: Path, series: str, abstract_state, step: int | None = None):
+    """Restores (state, meta); `abstract_state` gives shapes, dtypes and shardings.
+
+    Build it with `jax.eval_shape` of the state constructor: nothing is allocated twice, and
+    the checkpoint restores onto whatever devices the abstract state names.
+    """
+    with _manager(run_dir, series) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{Path(run_dir) / 'checkpoints' / series}: no checkpoint to restore")
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return restored["state"], restored["meta"]
+
+
+def abstract_like(tree):
+    """Shape/dtype(/sharding) stand-ins for a pytree of arrays."""
+    return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def load_variables(run_dir: Path, series: str = "best"):
+    """The trained model of a run: (model, variables {"params", "batch_stats"}, config).
+
+    Reads the run's config.json to rebuild the model, then restores the variables that the
+    `best` (or `latest`) series holds under the key "variables".
+    """
+    from jaxrobust import config as config_lib
+    from jaxrobust.models import build_model
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path}: not a training run folder (no config.json); run "
+                                "`jaxrobust train` first")
+    config = config_lib.from_json(config_path.read_text())
+    model = build_model(config.model.name, config.model.latent_dim, config.model.num_classes)
+    meta = read_meta(run_dir, series)
+    if meta is None:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints' / series}: no {series} checkpoint; did "
+                                "training finish an epoch?")
+    image_shape = tuple(meta.get("image_shape", (100, 100, 3)))
+    shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), image_shape))
+    if series == "best":
+        state, _ = restore(run_dir, series, {"variables": shapes})
+        return model, state["variables"], config
+    with _manager(run_dir, series) as manager:  # latest: take the variables of the train state
+        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(), meta=ocp.args.JsonRestore()))
+    variables = restored["state"]["variables"]
+    return model, jax.tree_util.tree_map(jax.numpy.asarray, variables), config
+
+
+def init_variables(model, key, image_shape=(100, 100, 3)):
+    """Fresh {"params", "batch_stats"} for `model` on images of `image_shape`."""
+    import jax.numpy as jnp
+
+    params_key, dropout_key = jax.random.split(key)
+    return dict(model.init({"params": params_key, "dropout": dropout_key},
+                           jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False))
+
+
+def read_meta(run_dir: Path, series: str = "latest") -> dict | None:
+    """The JSON loop record of a series without restoring arrays (None if absent)."""
+    step = latest_step(run_dir, series)
+    if step is None:
+        return None
+    meta_dir = Path(run_dir) / "checkpoints" / series / str(step) / "meta"
+    files = list(meta_dir.glob("*")) if meta_dir.exists() else []
+    for f in files:
+        try:
+            return json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError):
+            continue
+    return None

@@ -1,0 +1,200 @@
+"""Experiment configs: Python files with `get_config() -> ml_collections.ConfigDict`.
+
+A config file lives in `configs/` (quick.py, paper_convnet.py, paper_resnet18.py) or anywhere on
+disk. Command-line overrides use dotted keys, e.g. `train.epochs=3 attack.population=100`;
+values are parsed as Python literals (`1e-3`, `True`, `(0.7, 0.1, 0.2)`), anything else is a
+string. An unknown key is an error that lists the valid keys of its section.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+from pathlib import Path
+from typing import Iterable
+
+import ml_collections
+
+# Where the bundled configs live: the repository's configs/ (editable installs, checkouts).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or an override that cannot be applied."""
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """Returns the config file for a path, or for a bare name such as `quick`."""
+    path = Path(name_or_path)
+    if path.suffix == ".py" and path.exists():
+        return path
+    candidate = CONFIG_DIR / f"{path.stem}.py"
+    if path.suffix in ("", ".py") and candidate.exists():
+        return candidate
+    known = sorted(p.stem for p in CONFIG_DIR.glob("*.py")) if CONFIG_DIR.exists() else []
+    raise ConfigError(f"config file {str(name_or_path)!r} not found; bundled configs: {known}")
+
+
+def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """Loads `get_config()` from a config file and applies dotted `key=value` overrides."""
+    path = resolve_config_path(name_or_path)
+    spec = importlib.util.spec_from_file_location(f"jaxrobust_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path}: a config file must define get_config() -> ConfigDict")
+    config = module.get_config()
+    apply_overrides(config, overrides)
+    config.lock()
+    return config
+
+
+def parse_value(text: str):
+    """`'1e-3'` -> 0.001, `'True'` -> True, `'(1, 2)'` -> (1, 2); other text stays a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
+    """Sets `a.b.c=value` entries in place; unknown keys raise ConfigError naming the valid ones."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.subkey=value")
+        dotted, text = item.split("=", 1)
+        set_dotted(config, dotted.strip(), parse_value(text.strip()))
+
+
+def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:
+    """Sets one dotted key, checking every level exists and the type is compatible."""
+    *parents, leaf = dotted.split(".")
+    node, walked = config, []
+    for part in parents:
+        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+            raise ConfigError(_unknown_key(".".join(walked + [part]), node, walked))
+        node, walked = node[part], walked + [part]
+    if leaf not in node:
+        raise ConfigError(_unknown_key(dotted, node, walked))
+    old = node[leaf]
+    if isinstance(old, ml_collections.ConfigDict):
+        raise ConfigError(f"config key {dotted!r} is a section; set one of its keys: {sorted(old.keys())}")
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(old, tuple) and isinstance(value, list):
+        value = tuple(value)
+    if old is not None and value is not None and not isinstance(value, type(old)):
+        raise ConfigError(
+                f"config key {dotted!r} expects {type(old).__name__} (now {old!r}), got {value!r}")
+    with node.unlocked():
+        node[leaf] = value
+
+
+def _unknown_key(dotted: str, node, walked) -> str:
+    where = ".".join(walked) or "the top level"
+    valid = ", ".join(sorted(node.keys()))
+    return f"unknown config key {dotted!r}; valid keys at {where}: {valid}"
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    """The config as stable, human-readable JSON (what a run stores in config.json)."""
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    """Inverse of `to_json` (tuples come back as tuples where the default config has them)."""
+    return ml_collections.ConfigDict(_tuplify(json.loads(text)))
+
+
+def _tuplify(obj):
+    if isinstance(obj, dict):
+        return {k: _tuplify(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return tuple(_tuplify(v) for v in obj)
+    return obj
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key jaxrobust knows, at the paper's values (Ćiprijanović et al. 2022).
+
+    The files in configs/ start from this and override a few fields, so a command-line override
+    (`train.epochs=3`) always finds its key. Numbers without a source comment are our own
+    engineering choices. Class order everywhere: (spiral, elliptical, merger).
+    """
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # one seed drives every draw: galaxies, split, init, shuffling, attack
+
+    # --- data: the simulated LSST-like dataset (see jaxrobust/data/simulate.py) ---
+    data = config.data = ml_collections.ConfigDict()
+    data.source = "simulate"  # "simulate" or a path to a folder of .npy files (Zenodo layout)
+    data.n_spiral = 14312  # unique galaxies per class: paper §2.1
+    data.n_elliptical = 8151
+    data.n_merger = 2542  # before the x5 augmentation (-> 12,710 merger images)
+    data.label_by = "gini_m20"  # or "intended": skip the G-M20 labeller, keep the drawn class
+    data.label_band = "i"  # lsst_simulation.md §6.4 recommendation
+    data.label_depth = "Y10"  # "Y10", "Y1" or "noiseless"
+    data.max_candidates_factor = 4.0  # give up if a class needs more than this x its count
+    data.mag_r_range = (14.0, 17.5)  # AB, total r: lsst_simulation.md §6.11
+    data.sky_area_per_pixel_arcsec2 = 0.04  # 0.2" pixels (§1c); 1.0 emulates the archive's noise
+    data.merger_augment = True  # identity, h-flip, v-flip, rot90, rot180 (paper §2.1)
+    data.split_fractions = (0.7, 0.1, 0.2)  # train, valid, test (paper §2.1)
+    data.split_mode = "galaxy"  # "galaxy": split unique galaxies, then augment; "paper": images
+    data.n_attack_subsample = 150  # test images in regular_images_150.npy (paper §5.2)
+    data.workers = 0  # simulation processes; 0 = all cores
+    data.gsparams_folding_threshold = 1e-2  # GalSim default 5e-3; see scripts/bench_simulate.py
+    data.gsparams_maxk_threshold = 3e-3  # GalSim default 1e-3
+    data.preview = True  # write preview.png (paper Fig. 2) and gini_m20.png (paper Fig. 1)
+
+    # --- preprocessing (import_and_scale.py `update_sinh`) ---
+    pre = config.preprocess = ml_collections.ConfigDict()
+    pre.percentiles = (0.1, 99.9)  # clip bounds over the whole array being prepared
+    pre.stretch = 0.85  # c = stretch / p_hi, x -> (arcsinh(c x) + 1) / 2
+    pre.stats_from = "self"  # "self": each array its own percentiles (the code); "train"
+
+    # --- model ---
+    model = config.model = ml_collections.ConfigDict()
+    model.name = "convnet"  # "convnet" or "resnet18"
+    model.latent_dim = 256  # bottleneck width (paper §3)
+    model.num_classes = 3
+
+    # --- training (training.py: Adam, weighted CE, MMD) ---
+    train = config.train = ml_collections.ConfigDict()
+    train.domain_adaptation = False  # the one switch: CE only, or CE + lambda * MMD(Y10, Y1)
+    train.epochs = 100
+    train.batch_size = 128
+    train.eval_batch_size = 64
+    train.learning_rate = 1e-5
+    train.b1 = 0.7
+    train.b2 = 0.8
+    train.eps = 1e-8
+    train.weight_decay = 1e-3  # coupled L2 (PyTorch Adam), regular training
+    train.weight_decay_da = 1e-4  # coupled L2 with domain adaptation
+    train.mmd_weight = 0.05  # lambda: paper 0.05, published code 0.01
+    train.mmd_estimator = "biased"  # "biased" (code: all pairs, clamps) or "unbiased" (eq. 2)
+    train.early_stopping = "graded"  # "graded" (code's counter), "patience" or "none"
+    train.patience = 10
+    train.data_placement = "auto"  # "device" (dataset on the accelerator), "host" (stream), "auto"
+
+    # --- one-pixel attack (onepixel_attack.py) ---
+    attack = config.attack = ml_collections.ConfigDict()
+    attack.population = 400
+    attack.differential_weight = 0.5  # F in DE/rand/1
+    attack.max_generations = 80  # paper §5.2
+    attack.targeted = True  # paper protocol: each other class in turn, first success kept
+    attack.target_threshold = 0.5  # targeted success: p(target) > 0.5
+    attack.untargeted_threshold = 0.05  # untargeted success: p(true) < 0.05
+    attack.n_images = 150  # size of the seeded test subsample
+    attack.block_generations = 8  # generations per jitted block between compactions
+    attack.images_per_call = 16  # images evaluated together in one jitted block
+    attack.chunk_candidates = 2048  # candidates per forward chunk (memory budget)
+    attack.evaluator = "auto"  # "full", "incremental" or "auto"
+
+    # --- analysis ---
+    analysis = config.analysis = ml_collections.ConfigDict()
+    analysis.isomap_points = 250  # test galaxies in the isomaps (paper Fig. 3)
+    analysis.isomap_neighbors = 5  # scikit-learn's default
+    analysis.church_windows = 3  # church-window figures per run
+    analysis.histogram_bins = 20
+    analysis.bootstrap = 1000  # resamples for confidence intervals
+    analysis.animation = True  # rotating 3D isomap GIF
+    return config

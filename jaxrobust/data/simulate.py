@@ -1,0 +1,547 @@
+"""LSST-like g, r, i stamps of parametric galaxies, in electrons, at Y1 and Y10 depth.
+
+NumPy + GalSim only (no JAX), so it runs in worker processes. The recipe and every number come
+from `shared/specs/lsst_simulation.md` (cited below as §n): WeakLensingDeblending's LSST model
+(Sánchez et al. 2021) plus the DeepAdversaries paper's statements. One noiseless galaxy is drawn
+per band for a one-year exposure; Y10 is exactly 10x that expected image (§2b.3); each depth gets
+its own Poisson noise stream (§2b.5). Every candidate galaxy has its own seed, so the dataset is
+bit-identical for any number of worker processes and any stamp can be regenerated alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import time
+
+import galsim
+import numpy as np
+
+from jaxrobust.data import morphology
+
+# --- Survey constants (§1a-§1c), band order (g, r, i) ---
+BANDS = ("g", "r", "i")
+PIXEL_SCALE_ARCSEC = 0.2  # arcsec / pixel: Ivezić 2019 Table 1; WLD
+STAMP_PIXELS = 100  # 100 x 100 = 20" x 20": paper §2; Zenodo arrays
+EXPOSURE_PER_YEAR_S = np.array([240.0, 552.0, 552.0])  # s / year: paper §2.2 (Ivezić Table 1 / 10)
+SKY_MAG_PER_ARCSEC2 = np.array([22.26, 21.20, 20.48])  # median dark sky: Ivezić 2019 Table 2
+ZP24_E_PER_S = np.array([50.70, 43.70, 32.36])  # e-/s for AB = 24: WLD descwl/survey.py
+ZENITH_FWHM_ARCSEC = np.array([0.73, 0.70, 0.67])  # atmospheric FWHM at zenith: WLD
+AIRMASS = 1.2  # WLD's LSST airmass; FWHM scales as airmass^0.6
+WAVELENGTH_NM = np.array([478.998, 619.952, 752.851])  # Airy lambda: WLD _central_wavelength
+MIRROR_DIAMETER_M = 8.36  # clear aperture: WLD mirror_diameter
+OBSCURATION = 0.640  # sqrt(1 - 32.4 / (pi 4.18^2)): derived as WLD does
+DEPTH_YEARS = {"Y1": 1, "Y10": 10}  # paper: Y10 = ten years of exposure
+RADIAN_ARCSEC = 206264.80624709636
+
+# Colours (g - r, r - i) at z = 0.05 of GalSim's CWW SEDs through GalSim's LSST bandpasses (§1d).
+SED_COLOURS = {
+    "CWW_E_ext": (0.819, 0.399),  # ellipticals, bulges
+    "CWW_Sbc_ext": (0.497, 0.332),  # early discs
+    "CWW_Scd_ext": (0.379, 0.215),  # late discs
+    "CWW_Im_ext": (0.163, 0.213),  # star-forming knots
+}
+CLASS_NAMES = morphology.CLASS_NAMES  # (spiral, elliptical, merger)
+SPIRAL, ELLIPTICAL, MERGER = 0, 1, 2
+
+
+# --- Photometry ---
+def band_magnitudes(mag_r: float, sed: str) -> np.ndarray:
+    """AB magnitudes (g, r, i) of a component with r-band magnitude `mag_r` and SED `sed`."""
+    g_minus_r, r_minus_i = SED_COLOURS[sed]
+    return np.array([mag_r + g_minus_r, mag_r, mag_r - r_minus_i])
+
+
+def flux_electrons(mag: np.ndarray, exposure_s: np.ndarray) -> np.ndarray:
+    """Total electrons per band: t * ZP24 * 10^(-0.4 (m - 24)) (§2b.1)."""
+    return exposure_s * ZP24_E_PER_S * 10.0 ** (-0.4 * (np.asarray(mag) - 24.0))
+
+
+def exposure_s(depth: str) -> np.ndarray:
+    """Exposure time per band in seconds for depth "Y1" or "Y10"."""
+    return DEPTH_YEARS[depth] * EXPOSURE_PER_YEAR_S
+
+
+def sky_electrons_per_pixel(depth: str, sky_area_per_pixel_arcsec2: float = 0.04) -> np.ndarray:
+    """Constant sky background B per band in e-/pixel (§1c): t ZP24 10^(-0.4 (m_sky - 24)) A_pix.
+
+    `sky_area_per_pixel_arcsec2` is 0.2^2 = 0.04 for LSST pixels; 1.0 reproduces the noise
+    level of the published archive (§6.1).
+    """
+    rate = ZP24_E_PER_S * 10.0 ** (-0.4 * (SKY_MAG_PER_ARCSEC2 - 24.0))  # e-/s/arcsec^2
+    return exposure_s(depth) * rate * sky_area_per_pixel_arcsec2
+
+
+def band_psf(band_index: int, gsparams: galsim.GSParams | None = None) -> galsim.GSObject:
+    """Kolmogorov (zenith FWHM x airmass^0.6) convolved with an obscured Airy (§2b.2)."""
+    fwhm = ZENITH_FWHM_ARCSEC[band_index] * AIRMASS ** 0.6
+    lam_over_diam = WAVELENGTH_NM[band_index] * 1e-9 / MIRROR_DIAMETER_M * RADIAN_ARCSEC
+    atmosphere = galsim.Kolmogorov(fwhm=fwhm, gsparams=gsparams)
+    optics = galsim.Airy(lam_over_diam=lam_over_diam, obscuration=OBSCURATION, gsparams=gsparams)
+    return galsim.Convolve(atmosphere, optics, gsparams=gsparams)
+
+
+# --- Simulation settings ---
+@dataclasses.dataclass(frozen=True)
+class SimulationSpec:
+    """What to simulate; a picklable view of `config.data` (see jaxrobust.config.base_config)."""
+
+    seed: int = 0
+    counts: tuple[int, int, int] = (14312, 8151, 2542)  # unique (spiral, elliptical, merger)
+    mag_r_range: tuple[float, float] = (14.0, 17.5)
+    sky_area_per_pixel_arcsec2: float = 0.04
+    label_by: str = "gini_m20"
+    label_band: str = "i"
+    label_depth: str = "Y10"
+    max_candidates_factor: float = 4.0
+    folding_threshold: float = 1e-2
+    maxk_threshold: float = 3e-3
+
+    @classmethod
+    def from_config(cls, config) -> "SimulationSpec":
+        data = config.data
+        spec = cls(
+            seed=int(config.seed),
+            counts=(int(data.n_spiral), int(data.n_elliptical), int(data.n_merger)),
+            mag_r_range=tuple(float(m) for m in data.mag_r_range),
+            sky_area_per_pixel_arcsec2=float(data.sky_area_per_pixel_arcsec2),
+            label_by=data.label_by,
+            label_band=data.label_band,
+            label_depth=data.label_depth,
+            max_candidates_factor=float(data.max_candidates_factor),
+            folding_threshold=float(data.gsparams_folding_threshold),
+            maxk_threshold=float(data.gsparams_maxk_threshold),
+        )
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        if self.label_by not in ("gini_m20", "intended"):
+            raise ValueError(f"data.label_by must be 'gini_m20' or 'intended', got {self.label_by!r}")
+        if self.label_band not in BANDS:
+            raise ValueError(f"data.label_band must be one of {BANDS}, got {self.label_band!r}")
+        if self.label_depth not in ("Y1", "Y10", "noiseless"):
+            raise ValueError(f"data.label_depth must be Y1, Y10 or noiseless, got {self.label_depth!r}")
+        if min(self.counts) < 1:
+            raise ValueError(f"every class needs at least one galaxy, got counts {self.counts}")
+        lo, hi = self.mag_r_range
+        if not lo < hi:
+            raise ValueError(f"data.mag_r_range must be (bright, faint), got {self.mag_r_range}")
+
+    @property
+    def gsparams(self) -> galsim.GSParams:
+        return galsim.GSParams(folding_threshold=self.folding_threshold,
+                               maxk_threshold=self.maxk_threshold)
+
+
+def candidate_seed(run_seed: int, intended_class: int, index: int) -> int:
+    """The seed of candidate `index` of a class: independent of order, workers and chunking."""
+    return int(np.random.SeedSequence([run_seed, intended_class, index]).generate_state(1)[0])
+
+
+# --- Galaxy models (§2a): a galaxy is a list of component dicts (plain numbers, JSON-able) ---
+def _disc_shape(rng: np.random.Generator, q_range=(0.3, 1.0)) -> dict:
+    return dict(q=float(rng.uniform(*q_range)), beta_deg=float(rng.uniform(0.0, 180.0)))
+
+
+def _elliptical_components(rng, hlr_range) -> list[dict]:
+    # n on a 0.25 grid: GalSim caches Sersic profiles per n, a fresh n costs ~80 ms to set up.
+    n = float(np.round(rng.uniform(3.0, 5.0) * 4.0) / 4.0)
+    hlr = float(rng.uniform(*hlr_range))
+    return [dict(kind="sersic", n=n, hlr=hlr, sed="CWW_E_ext", frac=1.0,
+                 **_disc_shape(rng, (0.6, 1.0)))]
+
+
+def _spiral_components(rng, hlr_range) -> list[dict]:
+    hlr = float(rng.uniform(*hlr_range))
+    shape = _disc_shape(rng, (0.3, 1.0))
+    sed = "CWW_Sbc_ext" if rng.uniform() < 0.5 else "CWW_Scd_ext"
+    bulge_frac = float(rng.uniform(0.0, 0.10)) if rng.uniform() < 0.7 else 0.0
+    knot_frac = float(rng.uniform(0.10, 0.30)) if rng.uniform() < 0.7 else 0.0
+    disc_frac = 1.0 - bulge_frac
+    components = []
+    if rng.uniform() < 0.5:
+        components.append(dict(kind="arms", hlr=hlr, sed=sed, frac=disc_frac * (1 - knot_frac),
+                               amplitude=float(rng.uniform(0.1, 0.3)),
+                               pitch_deg=float(rng.uniform(12.0, 25.0)),
+                               phi0=float(rng.uniform(0.0, 2 * math.pi)), **shape))
+    else:
+        components.append(dict(kind="exponential", hlr=hlr, sed=sed,
+                               frac=disc_frac * (1 - knot_frac), **shape))
+    if knot_frac > 0:
+        components.append(dict(kind="knots", hlr=hlr, sed="CWW_Im_ext",
+                               frac=disc_frac * knot_frac, npoints=int(rng.integers(50, 151)),
+                               knot_seed=int(rng.integers(1, 2**31 - 1)), **shape))
+    if bulge_frac > 0:
+        components.append(dict(kind="sersic", n=4.0, hlr=0.2 * hlr, sed="CWW_E_ext",
+                               frac=bulge_frac, **shape))
+    return components
+
+
+def _tail_component(rng, centre: tuple[float, float], frac: float) -> dict:
+    return dict(kind="tail", sed="CWW_Sbc_ext", frac=frac, dx=centre[0], dy=centre[1],
+                length=float(rng.uniform(3.0, 7.0)), width=float(rng.uniform(0.4, 0.9)),
+                angle_deg=float(rng.uniform(0.0, 360.0)),
+                curvature=float(rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 0.3)))
+
+
+def _merger_components(rng) -> list[dict]:
+    ratio = float(rng.uniform(1.0, 3.0))  # flux ratio primary : secondary
+    separation = float(rng.uniform(3.0, 8.0))  # arcsec; d = 1.5" does not label as merger (§2a)
+    angle = rng.uniform(0.0, 2 * math.pi)
+    f1, f2 = ratio / (1 + ratio), 1 / (1 + ratio)
+    # Flux-weighted centre at the stamp centre: offsets inversely proportional to flux.
+    ux, uy = math.cos(angle), math.sin(angle)
+    offsets = [(-separation * f2 * ux, -separation * f2 * uy), (separation * f1 * ux, separation * f1 * uy)]
+    tail_frac = float(rng.uniform(0.05, 0.20)) if rng.uniform() < 0.8 else 0.0
+    components = []
+    for frac, (dx, dy) in zip((f1, f2), offsets):
+        recipe = _elliptical_components if rng.uniform() < 0.5 else _spiral_components
+        for comp in recipe(rng, (1.0, 2.5)):
+            comp.update(frac=comp["frac"] * frac * (1 - tail_frac), dx=dx, dy=dy)
+            components.append(comp)
+    if tail_frac > 0:
+        for frac, (dx, dy) in zip((f1, f2), offsets):
+            components.append(_tail_component(rng, (dx, dy), tail_frac * frac))
+    return components
+
+
+def draw_galaxy(rng: np.random.Generator, intended_class: int, spec: SimulationSpec) -> dict:
+    """Draws the parameters of one galaxy of the intended class (no pixels yet)."""
+    if intended_class == ELLIPTICAL:
+        components = _elliptical_components(rng, (1.5, 5.0))
+    elif intended_class == SPIRAL:
+        components = _spiral_components(rng, (2.0, 5.0))
+    elif intended_class == MERGER:
+        components = _merger_components(rng)
+    else:
+        raise ValueError(f"intended class must be 0, 1 or 2, got {intended_class}")
+    jitter = rng.uniform(-0.5, 0.5, size=2) * PIXEL_SCALE_ARCSEC  # sub-pixel centre (§2a)
+    return dict(intended_class=intended_class, mag_r=float(rng.uniform(*spec.mag_r_range)),
+                jitter_arcsec=[float(jitter[0]), float(jitter[1])], components=components)
+
+
+def _arms_template(comp: dict, pixels: int = 512, scale: float = 0.05) -> np.ndarray:
+    """Exponential disc with m = 2 logarithmic arms on a 4x oversampled grid (§2a)."""
+    h = comp["hlr"] / 1.678  # exponential scale length from the half-light radius
+    coords = (np.arange(pixels) - (pixels - 1) / 2) * scale
+    x, y = np.meshgrid(coords, coords)
+    r = np.hypot(x, y)
+    phi = np.arctan2(y, x)
+    psi = phi - comp["phi0"] - np.log(np.maximum(r, 1e-3) / h) / math.tan(math.radians(comp["pitch_deg"]))
+    arm_weight = np.cos(2 * psi / 2) ** 8  # m = 2 arms: cos^8(m psi / 2)
+    taper = 1.0 - np.exp(-(2 * r / h) ** 2)  # no arms in the centre
+    return np.exp(-r / h) * (1.0 + comp["amplitude"] * taper * (2 * arm_weight - 1))
+
+
+def _tail_template(comp: dict, pixels: int = 256, scale: float = 0.1) -> np.ndarray:
+    """A curved Gaussian ridge starting at the origin (a tidal tail), fading along its length."""
+    s = np.linspace(0.0, comp["length"], 48)
+    bend = comp["curvature"] * s ** 2  # quadratic bend away from the straight line
+    theta = math.radians(comp["angle_deg"])
+    px = s * math.cos(theta) - bend * math.sin(theta)
+    py = s * math.sin(theta) + bend * math.cos(theta)
+    coords = (np.arange(pixels) - (pixels - 1) / 2) * scale
+    gx, gy = np.meshgrid(coords, coords)
+    d2 = (gx[..., None] - px) ** 2 + (gy[..., None] - py) ** 2
+    nearest = np.argmin(d2, axis=-1)
+    fade = np.exp(-s[nearest] / comp["length"])
+    return fade * np.exp(-np.min(d2, axis=-1) / (2 * comp["width"] ** 2))
+
+
+def _component_profile(comp: dict, gsparams: galsim.GSParams) -> galsim.GSObject:
+    """Unit-flux GalSim profile of one component, sheared, rotated and shifted."""
+    kind = comp["kind"]
+    if kind == "sersic":
+        prof = galsim.Sersic(comp["n"], half_light_radius=comp["hlr"], gsparams=gsparams)
+    elif kind == "exponential":
+        prof = galsim.Exponential(half_light_radius=comp["hlr"], gsparams=gsparams)
+    elif kind == "knots":
+        prof = galsim.RandomKnots(comp["npoints"], half_light_radius=comp["hlr"],
+                                  rng=galsim.BaseDeviate(comp["knot_seed"]), gsparams=gsparams)
+    elif kind in ("arms", "tail"):
+        template, scale = ((_arms_template(comp), 0.05) if kind == "arms" else (_tail_template(comp), 0.1))
+        # pad_factor 2 instead of 4: 5x faster, changes pixels by < 1e-4 of the peak.
+        prof = galsim.InterpolatedImage(galsim.Image(template, scale=scale), pad_factor=2,
+                                        gsparams=gsparams).withFlux(1.0)
+    else:
+        raise ValueError(f"unknown component kind {kind!r}")
+    if "q" in comp:
+        prof = prof.shear(q=comp["q"], beta=comp["beta_deg"] * galsim.degrees)
+    return prof.shift(comp.get("dx", 0.0), comp.get("dy", 0.0))
+
+
+def draw_expected(galaxy: dict, spec: SimulationSpec, bands=(0, 1, 2),
+                  psfs: dict | None = None) -> np.ndarray:
+    """Noiseless one-year images (len(bands), 100, 100), float64 e-/pixel, PSF and pixel included."""
+    gsparams = spec.gsparams
+    profiles = [_component_profile(c, gsparams) for c in galaxy["components"]]
+    one_year = exposure_s("Y1")
+    out = np.empty((len(bands), STAMP_PIXELS, STAMP_PIXELS))
+    for slot, b in enumerate(bands):
+        fluxes = [flux_electrons(band_magnitudes(galaxy["mag_r"] - 2.5 * math.log10(c["frac"]), c["sed"]),
+                                 one_year)[b] for c in galaxy["components"]]
+        galaxy_b = galsim.Add([p.withFlux(f) for p, f in zip(profiles, fluxes)], gsparams=gsparams)
+        galaxy_b = galaxy_b.shift(*galaxy["jitter_arcsec"])
+        psf = psfs[b] if psfs is not None else band_psf(b, gsparams)
+        image = galsim.Convolve(galaxy_b, psf, gsparams=gsparams).drawImage(
+            nx=STAMP_PIXELS, ny=STAMP_PIXELS, scale=PIXEL_SCALE_ARCSEC)
+        out[slot] = image.array
+    return out
+
+
+def add_noise(expected_e: np.ndarray, sky_e: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson(I + B) - B per pixel (§2b.5): sky-subtracted electrons, float64."""
+    lam = np.clip(expected_e, 0.0, None) + sky_e  # FFT ringing can leave tiny negative values
+    return rng.poisson(lam).astype(np.float64) - sky_e
+
+
+def noise_rng(galaxy_seed: int, depth: str, band_index: int) -> np.random.Generator:
+    """Independent noise stream per galaxy, depth and band (never derive Y1 from Y10)."""
+    return np.random.default_rng([galaxy_seed, DEPTH_YEARS[depth], band_index])
+
+
+def observe(expected_y1: np.ndarray, galaxy_seed: int, depth: str, spec: SimulationSpec,
+            bands=(0, 1, 2)) -> np.ndarray:
+    """Noisy sky-subtracted image at `depth` from the one-year expected image (bands, H, W)."""
+    sky = sky_electrons_per_pixel(depth, spec.sky_area_per_pixel_arcsec2)
+    scale = DEPTH_YEARS[depth]  # exposure applied to the raw image: Y10 = 10 x Y1 (§2b.3)
+    return np.stack([add_noise(scale * expected_y1[slot], sky[b], noise_rng(galaxy_seed, depth, b))
+                     for slot, b in enumerate(bands)])
+
+
+# --- One candidate: draw, label, accept or reject ---
+@dataclasses.dataclass
+class Candidate:
+    """One simulated candidate galaxy; images are None when it was rejected."""
+
+    intended_class: int
+    index: int
+    seed: int
+    label: int
+    gini: float
+    m20: float
+    bulge: float  # F(G, M20)
+    merger: float  # S(G, M20)
+    galaxy: dict
+    accepted: bool
+    y1: np.ndarray | None = None  # (3, 100, 100) float32 e-
+    y10: np.ndarray | None = None
+
+
+_PSF_CACHE: dict = {}
+
+
+def _psfs(spec: SimulationSpec) -> dict:
+    key = (spec.folding_threshold, spec.maxk_threshold)
+    if key not in _PSF_CACHE:
+        _PSF_CACHE[key] = {b: band_psf(b, spec.gsparams) for b in range(3)}
+    return _PSF_CACHE[key]
+
+
+def label_image(expected_band_y1: np.ndarray, seed: int, band: int, spec: SimulationSpec):
+    """(image, sky sigma) the labeller sees: the label band at the label depth (§4.6, §6.4)."""
+    depth = "Y10" if spec.label_depth == "noiseless" else spec.label_depth
+    sky = sky_electrons_per_pixel(depth, spec.sky_area_per_pixel_arcsec2)[band]
+    if spec.label_depth == "noiseless":
+        return DEPTH_YEARS["Y10"] * expected_band_y1, math.sqrt(sky)
+    image = observe(expected_band_y1[None], seed, depth, spec, bands=(band,))[0]
+    return image, math.sqrt(sky)
+
+
+def simulate_candidate(spec: SimulationSpec, intended_class: int, index: int) -> Candidate:
+    """Draws candidate `index` of a class, labels it by G-M20 and, if kept, observes it twice."""
+    seed = candidate_seed(spec.seed, intended_class, index)
+    galaxy = draw_galaxy(np.random.default_rng(seed), intended_class, spec)
+    psfs = _psfs(spec)
+    band = BANDS.index(spec.label_band)
+    expected_label_band = draw_expected(galaxy, spec, bands=(band,), psfs=psfs)[0]
+    image, sky_sigma = label_image(expected_label_band, seed, band, spec)
+    try:
+        stats = morphology.measure(image, sky_sigma)
+    except ValueError:  # nothing detected: a useless stamp either way
+        stats = dict(gini=math.nan, m20=math.nan, F=math.nan, S=math.nan, label=-1)
+    label = intended_class if spec.label_by == "intended" else int(stats["label"])
+    accepted = label == intended_class and np.isfinite(stats["gini"])
+    candidate = Candidate(intended_class, index, seed, label, float(stats["gini"]), float(stats["m20"]),
+                          float(stats["F"]), float(stats["S"]), galaxy, bool(accepted))
+    if accepted:
+        expected = draw_expected(galaxy, spec, psfs=psfs)
+        candidate.y1 = observe(expected, seed, "Y1", spec).astype(np.float32)
+        candidate.y10 = observe(expected, seed, "Y10", spec).astype(np.float32)
+    return candidate
+
+
+def _simulate_task(args) -> Candidate:
+    return simulate_candidate(*args)
+
+
+# --- Many candidates: rejection sampling to the class counts, in parallel ---
+@dataclasses.dataclass
+class SimulationResult:
+    """The accepted galaxies of all classes, in class order, and the sampling statistics."""
+
+    accepted: list[Candidate]
+    tried: dict[str, int]  # candidates drawn per class
+    rejection_rate: dict[str, float]
+    label_confusion: np.ndarray  # (3, 4): intended class x G-M20 label (last column: undetected)
+    seconds: float
+
+
+def _next_batch(spec: SimulationSpec, kept: list, next_index: list, tried: list) -> list[tuple]:
+    """Candidate tasks for the classes still short, sized by the acceptance rate seen so far."""
+    tasks = []
+    for cls in range(3):
+        short = spec.counts[cls] - len(kept[cls])
+        if short <= 0:
+            continue
+        limit = int(math.ceil(spec.counts[cls] * spec.max_candidates_factor))
+        acceptance = (len(kept[cls]) + 1) / (tried[cls] + 1)
+        size = min(int(math.ceil(1.1 * short / max(acceptance, 0.05))) + 2, limit - next_index[cls])
+        tasks += [(spec, cls, k) for k in range(next_index[cls], next_index[cls] + size)]
+        next_index[cls] += size
+    return tasks
+
+
+def simulate_galaxies(spec: SimulationSpec, workers: int = 0, progress: bool = True) -> SimulationResult:
+    """Simulates until each class has its count of G-M20-confirmed galaxies.
+
+    Candidates of a class are drawn in index order, in batches sized by the acceptance rate so
+    far, and the first `count` accepted ones are kept, so the output does not depend on
+    `workers`. Raises RuntimeError if a class needs more than `max_candidates_factor` x its
+    count.
+    """
+    from tqdm.auto import tqdm
+
+    spec.validate()
+    workers = workers or os.cpu_count() or 1
+    start = time.perf_counter()
+    kept: list[list[Candidate]] = [[], [], []]
+    next_index, tried = [0, 0, 0], [0, 0, 0]
+    confusion = np.zeros((3, 4), dtype=np.int64)
+    bar = tqdm(total=sum(spec.counts), desc="simulate", unit="gal", disable=not progress)
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        while tasks := _next_batch(spec, kept, next_index, tried):
+            results = pool.imap(_simulate_task, tasks, chunksize=1) if pool else map(_simulate_task, tasks)
+            for candidate in results:
+                cls = candidate.intended_class
+                if len(kept[cls]) == spec.counts[cls]:
+                    continue  # look-ahead beyond the count: computed, not used
+                tried[cls] += 1
+                confusion[cls, candidate.label] += 1  # label -1 (undetected) -> last column
+                if candidate.accepted:
+                    kept[cls].append(candidate)
+                    bar.update(1)
+                    bar.set_postfix(tried=sum(tried))
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+    for cls, name in enumerate(CLASS_NAMES):
+        if len(kept[cls]) < spec.counts[cls]:
+            raise RuntimeError(
+                f"only {len(kept[cls])} of {spec.counts[cls]} {name} candidates out of {tried[cls]} "
+                f"passed the G-M20 labeller (data.max_candidates_factor={spec.max_candidates_factor}); "
+                "raise the factor or set data.label_by='intended'")
+    rates = {name: 1.0 - spec.counts[c] / tried[c] for c, name in enumerate(CLASS_NAMES)}
+    return SimulationResult([c for cls_kept in kept for c in cls_kept],
+                            dict(zip(CLASS_NAMES, tried)), rates, confusion,
+                            time.perf_counter() - start)
+
+
+# --- The whole dataset: simulate, split, augment, write (Zenodo layout + metadata) ---
+def _package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for name in ("jaxrobust", "galsim", "numpy", "jax", "flax", "optax", "orbax-checkpoint", "scikit-learn"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _split_plan(labels: np.ndarray, config, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per split: (galaxy index, augmentation index) of every image, shuffled within the split."""
+    from jaxrobust.data import store
+
+    fractions, enabled = config.data.split_fractions, bool(config.data.merger_augment)
+    plan = {}
+    if config.data.split_mode == "galaxy":  # split unique galaxies, then augment: no leakage
+        for split, members in store.split_indices(labels, fractions, rng).items():
+            source, kind = store.expand_with_augmentation(labels[members], MERGER, enabled)
+            plan[split] = (members[source], kind)
+    elif config.data.split_mode == "paper":  # augment, then split images at random (leaks)
+        source, kind = store.expand_with_augmentation(labels, MERGER, enabled)
+        for split, rows in store.split_indices(labels[source], fractions, rng).items():
+            plan[split] = (source[rows], kind[rows])
+    else:
+        raise ValueError(f"data.split_mode must be 'galaxy' or 'paper', got {config.data.split_mode!r}")
+    for split, (galaxy, kind) in plan.items():
+        order = rng.permutation(len(galaxy))
+        plan[split] = (galaxy[order], kind[order])
+    return plan
+
+
+def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool = True) -> dict:
+    """Simulates the dataset of `config.data` into `out_dir` (Zenodo layout + metadata).
+
+    Returns the dataset.json contents (counts, rejection rates, timings, checksums). Every file
+    is written atomically and dataset.json last, so an interrupted run leaves no valid dataset.
+    """
+    from pathlib import Path
+
+    from jaxrobust.data import store
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "dataset.json").unlink(missing_ok=True)
+    spec = SimulationSpec.from_config(config)
+    result = simulate_galaxies(spec, workers=config.data.workers if workers is None else workers,
+                               progress=progress)
+    galaxies = result.accepted
+    labels = np.array([g.label for g in galaxies])
+    rng = np.random.default_rng([spec.seed, 7001])  # the split stream
+    plan = _split_plan(labels, config, rng)
+    fields = dict(gini=np.array([g.gini for g in galaxies]), m20=np.array([g.m20 for g in galaxies]),
+                  F=np.array([g.bulge for g in galaxies]), S=np.array([g.merger for g in galaxies]),
+                  intended_class=np.array([g.intended_class for g in galaxies]),
+                  seed=np.array([g.seed for g in galaxies], dtype=np.int64),
+                  mag_r=np.array([g.galaxy["mag_r"] for g in galaxies]))
+    counts = {}
+    for split, (galaxy_index, kind) in plan.items():
+        y10 = np.stack([store.augment(galaxies[i].y10, store.AUGMENTATIONS[k]) for i, k in zip(galaxy_index, kind)])
+        y1 = np.stack([store.augment(galaxies[i].y1, store.AUGMENTATIONS[k]) for i, k in zip(galaxy_index, kind)])
+        metadata = {name: values[galaxy_index] for name, values in fields.items()}
+        metadata.update(galaxy_id=galaxy_index, augmentation=kind)
+        store.write_split(out_dir, split, y10, y1, labels[galaxy_index], metadata)
+        counts[split] = np.bincount(labels[galaxy_index], minlength=3).tolist()
+        if split == "test":
+            n_sub = min(int(config.data.n_attack_subsample), len(galaxy_index))
+            pick = np.sort(rng.choice(len(galaxy_index), size=n_sub, replace=False))
+            store.write_subsample(out_dir, y10[pick], y1[pick], labels[galaxy_index][pick], pick)
+    store.atomic_write_bytes(out_dir / "galaxies.jsonl", "".join(
+        json.dumps(dict(g.galaxy, seed=g.seed, label=g.label, gini=g.gini, m20=g.m20)) + "\n"
+        for g in galaxies).encode())
+    info = dict(
+        kind="simulated", config=config.to_dict(), versions=_package_versions(),
+        unique_galaxies=dict(zip(CLASS_NAMES, map(int, np.bincount(labels, minlength=3)))),
+        images_per_split=counts, candidates_tried=result.tried, rejection_rate=result.rejection_rate,
+        label_confusion=dict(rows="intended class (spiral, elliptical, merger)",
+                             columns="G-M20 label (spiral, elliptical, merger, undetected)",
+                             counts=result.label_confusion.tolist()),
+        sky_electrons_per_pixel={d: dict(zip(BANDS, sky_electrons_per_pixel(d, spec.sky_area_per_pixel_arcsec2).round(1).tolist()))
+                                 for d in DEPTH_YEARS},
+        simulation_seconds=round(result.seconds, 2), workers=workers or config.data.workers or os.cpu_count(),
+        galaxies_per_second=round(len(galaxies) / result.seconds, 3))
+    if config.data.preview:
+        from jaxrobust import plots
+
+        plots.dataset_preview(out_dir / "preview.png", out_dir)
+        plots.gini_m20_diagram(out_dir / "gini_m20.png", fields["gini"], fields["m20"], labels)
+    store.write_info(out_dir, info)
+    return info

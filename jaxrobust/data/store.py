@@ -1,0 +1,331 @@
+"""The dataset on disk: the paper's Zenodo layout, splits, merger augmentation, validation.
+
+Files (Zenodo doi 10.5281/zenodo.5514180, names from the DeepAdversaries notebook):
+  images_Y10_{train,valid,test}.npy, images_Y1_{...}.npy   (N, 3, 100, 100) raw e-, NCHW
+  labels_{train,valid,test}.npy                            (N, 3) one-hot (spiral, elliptical, merger)
+  regular_images_150.npy, noisy_images_150.npy, labels_150.npy   the attack subsample (Y10, Y1)
+Our simulator adds metadata_{split}.npz (G, M20, F, S, intended class, seed, augmentation) and
+dataset.json (config, versions, counts, checksums), written last: it marks a complete dataset.
+
+Inside the package arrays are NHWC float32; this module is the one place that converts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "valid", "test")
+DEPTHS = ("Y10", "Y1")
+NUM_CLASSES = 3
+SUBSAMPLE_FILES = ("regular_images_150.npy", "noisy_images_150.npy", "labels_150.npy")
+# The thesis notebook (marinadunn/thesis) loads the same subsample under these names.
+SUBSAMPLE_FILES_ALT = ("images_Y10_test_150.npy", "images_Y1_test_150.npy", "labels_test_150.npy")
+AUGMENTATIONS = ("identity", "hflip", "vflip", "rot90", "rot180")  # paper §2.1
+
+
+class DataError(ValueError):
+    """A dataset file that is missing, unreadable or not what the layout promises."""
+
+
+def image_file(depth: str, split: str) -> str:
+    return f"images_{depth}_{split}.npy"
+
+
+def label_file(split: str) -> str:
+    return f"labels_{split}.npy"
+
+
+# --- Atomic writes ---
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Calls `write(file)` on a temporary file beside `path`, then renames it into place.
+
+    A reader never sees a half-written file, and an interrupted write leaves the old one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    atomic_write(path, lambda f: f.write(payload))
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.save(f, array))
+
+
+def atomic_save_npz(path: Path, **arrays) -> None:
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    atomic_write_bytes(path, text.encode())
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def sha256(path: Path, block: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- Splits and augmentation ---
+def one_hot(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """(N,) class indices -> (N, num_classes) int64 one-hot."""
+    return np.eye(num_classes, dtype=np.int64)[np.asarray(labels)]
+
+
+def split_indices(labels: np.ndarray, fractions, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Stratified random split of items into train/valid/test by `fractions` (sum to 1).
+
+    Per class the counts are round(fraction x n) for valid and test, the rest train, so small
+    classes still reach every split. Returns sorted index arrays.
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    parts = {s: [] for s in SPLITS}
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        n_valid = int(round(fractions[1] * len(members)))
+        n_test = int(round(fractions[2] * len(members)))
+        parts["valid"].append(members[:n_valid])
+        parts["test"].append(members[n_valid:n_valid + n_test])
+        parts["train"].append(members[n_valid + n_test:])
+    return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
+
+
+def augment(images: np.ndarray, kind: str) -> np.ndarray:
+    """One of the paper's merger augmentations on (..., H, W) arrays (NCHW on disk)."""
+    if kind == "identity":
+        return images
+    if kind == "hflip":
+        return images[..., ::-1]
+    if kind == "vflip":
+        return images[..., ::-1, :]
+    if kind == "rot90":
+        return np.rot90(images, k=1, axes=(-2, -1))
+    if kind == "rot180":
+        return np.rot90(images, k=2, axes=(-2, -1))
+    raise ValueError(f"unknown augmentation {kind!r}; expected one of {AUGMENTATIONS}")
+
+
+def expand_with_augmentation(labels: np.ndarray, merger_class: int = 2,
+                             enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the augmented set: (source item index, augmentation index) per output image.
+
+    Non-mergers appear once (identity); each merger appears five times (paper §2.1).
+    """
+    source, kind = [], []
+    for i, label in enumerate(labels):
+        n = len(AUGMENTATIONS) if enabled and label == merger_class else 1
+        source.extend([i] * n)
+        kind.extend(range(n))
+    return np.asarray(source, dtype=np.int64), np.asarray(kind, dtype=np.int64)
+
+
+# --- Writing the Zenodo layout ---
+def write_split(out_dir: Path, split: str, y10: np.ndarray, y1: np.ndarray, labels: np.ndarray,
+                metadata: dict | None = None) -> None:
+    """Writes one split: NCHW float32 images at both depths, one-hot int64 labels, metadata."""
+    out_dir = Path(out_dir)
+    _check_pair(y10, y1, labels, f"split {split!r}")
+    atomic_save_npy(out_dir / image_file("Y10", split), np.ascontiguousarray(y10, dtype=np.float32))
+    atomic_save_npy(out_dir / image_file("Y1", split), np.ascontiguousarray(y1, dtype=np.float32))
+    atomic_save_npy(out_dir / label_file(split), one_hot(labels))
+    if metadata is not None:
+        atomic_save_npz(out_dir / f"metadata_{split}.npz", **metadata)
+
+
+def write_subsample(out_dir: Path, y10: np.ndarray, y1: np.ndarray, labels: np.ndarray,
+                    test_index: np.ndarray) -> None:
+    """Writes the attack subsample (paper: 150 test images) and where it sits in the test split."""
+    out_dir = Path(out_dir)
+    _check_pair(y10, y1, labels, "attack subsample")
+    for name, array in zip(SUBSAMPLE_FILES, (y10, y1, one_hot(labels))):
+        atomic_save_npy(out_dir / name, np.ascontiguousarray(array, dtype=array.dtype if name.startswith("labels") else np.float32))
+    atomic_save_npz(out_dir / "metadata_150.npz", test_index=np.asarray(test_index, dtype=np.int64))
+
+
+def _check_pair(y10, y1, labels, what):
+    if y10.shape != y1.shape:
+        raise DataError(f"{what}: Y10 images {y10.shape} and Y1 images {y1.shape} differ in shape")
+    if len(labels) != len(y10):
+        raise DataError(f"{what}: {len(labels)} labels for {len(y10)} images")
+
+
+def checksums(out_dir: Path) -> dict[str, str]:
+    """sha256 of every .npy/.npz file in the folder."""
+    out_dir = Path(out_dir)
+    return {p.name: sha256(p) for p in sorted(out_dir.glob("*.np[yz]"))}
+
+
+def write_info(out_dir: Path, info: dict) -> None:
+    """Writes dataset.json last, with checksums: its presence marks a complete dataset."""
+    info = dict(info, checksums=checksums(out_dir))
+    atomic_write_json(Path(out_dir) / "dataset.json", info)
+
+
+def is_complete(data_dir: Path, verify_checksums: bool = False) -> bool:
+    """True when dataset.json exists (and, optionally, every checksum matches)."""
+    info_path = Path(data_dir) / "dataset.json"
+    if not info_path.exists():
+        return False
+    if not verify_checksums:
+        return True
+    info = json.loads(info_path.read_text())
+    return all((Path(data_dir) / name).exists() and sha256(Path(data_dir) / name) == digest
+               for name, digest in info.get("checksums", {}).items())
+
+
+# --- Reading and validation ---
+def open_npy(path: Path) -> np.ndarray:
+    """Memory-maps a .npy file, with errors that name the file and what went wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as err:  # truncated data or a bad header
+        raise DataError(f"{path}: not a readable .npy array ({err}); is the file truncated?") from err
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err})") from err
+
+
+def check_images(array: np.ndarray, path: Path, check_finite: bool = True) -> None:
+    """(N, 3, H, W) float images with finite values, or a DataError naming the file."""
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"{path}: images must be a float array, got dtype {array.dtype}")
+    if array.ndim != 4 or array.shape[1] != 3 or array.shape[2] != array.shape[3]:
+        raise DataError(f"{path}: images must have shape (N, 3, H, W) with H == W (channel-first "
+                        f"g, r, i), got {array.shape}")
+    if len(array) == 0:
+        raise DataError(f"{path}: the image array is empty")
+    if check_finite:
+        for start in range(0, len(array), 512):
+            block = np.asarray(array[start:start + 512])
+            if not np.all(np.isfinite(block)):
+                bad = start + int(np.flatnonzero(~np.isfinite(block).reshape(len(block), -1).all(1))[0])
+                raise DataError(f"{path}: image {bad} has non-finite (NaN or inf) pixels")
+
+
+def labels_from_one_hot(array: np.ndarray, path: Path, n_images: int | None = None) -> np.ndarray:
+    """(N, 3) one-hot rows (any integer or float dtype) -> (N,) int class indices."""
+    array = np.asarray(array)
+    if array.ndim != 2 or array.shape[1] != NUM_CLASSES:
+        raise DataError(f"{path}: labels must have shape (N, 3) one-hot (spiral, elliptical, "
+                        f"merger), got {array.shape}")
+    if n_images is not None and len(array) != n_images:
+        raise DataError(f"{path}: {len(array)} labels for {n_images} images")
+    is_binary = np.isin(array, (0, 1)).all(axis=1)
+    row_sum = array.sum(axis=1)
+    bad = np.flatnonzero(~is_binary | (row_sum != 1))
+    if bad.size:
+        raise DataError(f"{path}: label row {int(bad[0])} is {array[bad[0]].tolist()}, not one-hot "
+                        f"({bad.size} bad rows)")
+    return np.argmax(array, axis=1).astype(np.int32)
+
+
+def to_nhwc(images_nchw: np.ndarray, out: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
+    """NCHW (any float dtype, memmap fine) -> NHWC float32, chunk by chunk (one output copy)."""
+    n, c, h, w = images_nchw.shape
+    if out is None:
+        out = np.empty((n, h, w, c), dtype=np.float32)
+    for start in range(0, n, chunk):
+        out[start:start + chunk] = np.transpose(np.asarray(images_nchw[start:start + chunk]), (0, 2, 3, 1))
+    return out
+
+
+def to_nchw(images_nhwc: np.ndarray) -> np.ndarray:
+    """NHWC -> NCHW float32 (for writing the Zenodo layout)."""
+    return np.ascontiguousarray(np.transpose(images_nhwc, (0, 3, 1, 2)), dtype=np.float32)
+
+
+class RawDataset:
+    """A validated dataset folder: raw NCHW arrays (memory-mapped) and integer labels.
+
+    Attributes:
+      root: the folder.
+      kind: "simulated" (has our dataset.json) or "zenodo" (the published files only).
+      images: {(depth, split): (N, 3, H, W) memmap of raw electrons}.
+      labels: {split: (N,) int32 class indices}.
+      subsample: {"Y10", "Y1": (n, 3, H, W) memmap, "labels": (n,) int32} or None if absent.
+      info: the dataset.json contents ({} for Zenodo folders).
+    """
+
+    def __init__(self, root: Path, check_finite: bool = True):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: dataset folder not found")
+        info_path = self.root / "dataset.json"
+        self.info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        self.kind = "simulated" if self.info else "zenodo"
+        self.images, self.labels = {}, {}
+        shape = None
+        for split in SPLITS:
+            paths = {d: self.root / image_file(d, split) for d in DEPTHS}
+            for depth, path in paths.items():
+                array = open_npy(path)
+                check_images(array, path, check_finite)
+                if shape is not None and array.shape[1:] != shape:
+                    raise DataError(f"{path}: image shape {array.shape[1:]} differs from {shape} elsewhere")
+                shape = array.shape[1:]
+                self.images[depth, split] = array
+            n10, n1 = len(self.images["Y10", split]), len(self.images["Y1", split])
+            if n10 != n1:
+                raise DataError(f"{paths['Y1']}: {n1} Y1 images but {paths['Y10']} has {n10}; Y1 and "
+                                "Y10 must hold the same galaxies in the same order")
+            label_path = self.root / label_file(split)
+            self.labels[split] = labels_from_one_hot(open_npy(label_path), label_path, n10)
+        self.image_shape = shape
+        self.subsample = self._open_subsample(check_finite)
+
+    def _open_subsample(self, check_finite: bool):
+        for names in (SUBSAMPLE_FILES, SUBSAMPLE_FILES_ALT):
+            paths = [self.root / n for n in names]
+            if not all(p.exists() for p in paths):
+                continue
+            y10, y1 = open_npy(paths[0]), open_npy(paths[1])
+            for array, path in ((y10, paths[0]), (y1, paths[1])):
+                check_images(array, path, check_finite)
+            if y10.shape != y1.shape:
+                raise DataError(f"{paths[1]}: shape {y1.shape} differs from {paths[0]} {y10.shape}")
+            labels = labels_from_one_hot(open_npy(paths[2]), paths[2], len(y10))
+            return {"Y10": y10, "Y1": y1, "labels": labels}
+        return None
+
+    def counts(self) -> dict[str, list[int]]:
+        """Images per class (spiral, elliptical, merger) in each split."""
+        return {s: np.bincount(self.labels[s], minlength=NUM_CLASSES).tolist() for s in SPLITS}
+
+    def nbytes(self) -> int:
+        """Bytes of all split images as float32 (what a device-resident copy needs)."""
+        return sum(int(np.prod(a.shape)) * 4 for a in self.images.values())

@@ -1,0 +1,132 @@
+"""Matplotlib figures. No computation lives here: every function takes finished numbers.
+
+Colours and markers follow the paper (church_window.py, isomap_plot.py): spiral orange #ffa600,
+elliptical violet #bc5090, merger navy #003f5c; Y10 "x", Y1 "*", one-pixel (1P) "^".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+CLASS_NAMES = ("spiral", "elliptical", "merger")
+CLASS_COLOURS = ("#ffa600", "#bc5090", "#003f5c")
+MARKERS = {"Y10": "X", "Y1": "*", "1P": "^"}
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def rgb_composite(image_hwc: np.ndarray) -> np.ndarray:
+    """Stretched (g, r, i) stamp in [0, 1]-ish -> RGB with i as red and g as blue."""
+    rgb = image_hwc[..., ::-1]
+    lo, hi = np.percentile(rgb, 1), np.percentile(rgb, 99.9)
+    return np.clip((rgb - lo) / max(hi - lo, 1e-12), 0, 1)
+
+
+# --- Dataset figures ---
+def dataset_preview(path: Path, data_dir: Path, per_class: int = 3) -> Path:
+    """Paper Figure 2: example test galaxies per class, Y10 above its Y1 twin (stretched)."""
+    from jaxrobust.data import preprocess, store
+
+    y10 = store.open_npy(Path(data_dir) / store.image_file("Y10", "test"))
+    y1 = store.open_npy(Path(data_dir) / store.image_file("Y1", "test"))
+    labels = store.labels_from_one_hot(store.open_npy(Path(data_dir) / store.label_file("test")), data_dir)
+    norm10, _ = preprocess.normalize(store.to_nhwc(y10))
+    norm1, _ = preprocess.normalize(store.to_nhwc(y1))
+    fig, axes = plt.subplots(2, 3 * per_class, figsize=(2.0 * 3 * per_class, 4.4), squeeze=False)
+    for cls, name in enumerate(CLASS_NAMES):
+        members = np.flatnonzero(labels == cls)[:per_class]
+        for j in range(per_class):
+            col = cls * per_class + j
+            for row, (images, depth) in enumerate(((norm10, "Y10"), (norm1, "Y1"))):
+                ax = axes[row, col]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j < len(members):
+                    ax.imshow(rgb_composite(images[members[j]]), origin="lower")
+                if row == 0:
+                    ax.set_title(name, color=CLASS_COLOURS[cls], fontsize=11, fontweight="bold")
+                if col == 0:
+                    ax.set_ylabel(depth, fontsize=12)
+    fig.suptitle("Simulated LSST-like galaxies (g, r, i), each array arcsinh-stretched", fontsize=12)
+    return _save(fig, path)
+
+
+def gini_m20_diagram(path: Path, gini: np.ndarray, m20: np.ndarray, labels: np.ndarray) -> Path:
+    """Paper Figure 1: G-M20 plane with the merger (S = 0) and bulge (F = 0) lines."""
+    fig, ax = plt.subplots(figsize=(6.2, 5.2))
+    for cls, name in enumerate(CLASS_NAMES):
+        sel = labels == cls
+        ax.scatter(m20[sel], gini[sel], s=8, alpha=0.6, color=CLASS_COLOURS[cls],
+                   label=f"{name} ({int(sel.sum())})")
+    m20_0 = -0.47 / 0.28  # where the two lines meet (lsst_simulation.md §4.3)
+    left = np.linspace(-3.0, m20_0, 10)
+    right = np.linspace(m20_0, 0.0, 10)
+    ax.plot(np.concatenate([left, right]), -0.14 * np.concatenate([left, right]) + 0.33, "k-", lw=1.2,
+            label="merger: G = -0.14 M20 + 0.33")
+    ax.plot(left, (0.693 * left + 3.96) / 4.95, "k--", lw=1.2, label="bulge: G = (0.693 M20 + 3.96) / 4.95")
+    ax.set_xlim(0.0, -3.0)  # M20 conventionally runs right to left
+    ax.set_ylim(0.3, 0.75)
+    ax.set_xlabel("M20")
+    ax.set_ylabel("Gini")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("Gini-M20 labels of the simulated galaxies")
+    return _save(fig, path)
+
+
+# --- Training ---
+def training_curves(path: Path, history: list[dict], title: str = "") -> Path:
+    """Loss, accuracy and MMD per epoch; validation accuracy on Y10 and Y1."""
+    epochs = np.array([r["epoch"] + 1 for r in history])
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    axes[0].plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, label="train (total)")
+    axes[0].plot(epochs, [r["train_ce"] for r in history], "s--", ms=3, label="train CE")
+    axes[0].plot(epochs, [r["val_loss"] for r in history], "^-", ms=3, label="valid CE (Y10)")
+    axes[0].set_ylabel("loss")
+    axes[1].plot(epochs, [r["train_acc"] for r in history], "o-", ms=3, label="train Y10")
+    axes[1].plot(epochs, [r["val_acc_y10"] for r in history], "^-", ms=3, color="#003f5c", label="valid Y10")
+    axes[1].plot(epochs, [r["val_acc_y1"] for r in history], "v-", ms=3, color="#bc5090", label="valid Y1")
+    axes[1].set_ylabel("accuracy")
+    axes[1].set_ylim(0, 1)
+    axes[2].plot(epochs, [r["train_mmd"] for r in history], "o-", ms=3, color="#ffa600", label="train MMD")
+    axes[2].set_ylabel("MMD$^2$ (Y10 vs Y1 latents)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def confusion_matrices(path: Path, matrices: list, titles: list[str], class_names=CLASS_NAMES) -> Path:
+    """Row-normalised confusion matrices side by side, with the counts in each cell."""
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.6 * len(matrices), 4.2), squeeze=False)
+    for ax, matrix, title in zip(axes[0], matrices, titles):
+        counts = np.asarray(matrix, dtype=float)
+        fraction = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(fraction, cmap="RdPu", vmin=0, vmax=1)
+        for i in range(counts.shape[0]):
+            for j in range(counts.shape[1]):
+                ax.text(j, i, f"{fraction[i, j]:.2f}\n({int(counts[i, j])})", ha="center", va="center",
+                        color="white" if fraction[i, j] > 0.6 else "black", fontsize=9)
+        ax.set_xticks(range(len(class_names)), class_names)
+        ax.set_yticks(range(len(class_names)), class_names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        accuracy = np.trace(counts) / max(counts.sum(), 1)
+        ax.set_title(f"{title}: accuracy {accuracy:.2f}")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,18 @@
+"""Named PRNG streams: one config seed, one key per purpose, so draws never collide.
+
+    key = stream_key(config.seed, "shuffle")     # then fold_in(key, epoch), fold_in(key, step)
+
+Typed keys (`jax.random.key`) throughout.
+"""
+from __future__ import annotations
+
+import jax
+
+STREAMS = {"init": 0, "shuffle": 1, "shuffle_target": 2, "dropout": 3, "attack": 4, "analysis": 5}
+
+
+def stream_key(seed: int, name: str) -> jax.Array:
+    """The key of stream `name` for a run seeded with `seed`."""
+    if name not in STREAMS:
+        raise ValueError(f"unknown PRNG stream {name!r}; known: {sorted(STREAMS)}")
+    return jax.random.fold_in(jax.random.key(seed), STREAMS[name])

@@ -1,0 +1,442 @@
+"""Training: the train state, one jitted step, the epoch loop, early stopping and resume.
+
+Regular training minimises the class-weighted cross-entropy on Y10; domain adaptation (DA)
+forwards [Y10 batch; Y1 batch] at once (BatchNorm sees both), takes the cross-entropy on the Y10
+half and adds lambda * MMD between the two halves' latents (training.py `train_da`).
+
+Speed by design: the normalised dataset lives on the device and each step gathers its batch
+there by index from the epoch's permutation; the step is compiled once (the ragged last batch
+is padded and masked) and donates the state; metrics are summed on the device and fetched once
+per epoch. Data parallel over all devices through a 1-D mesh (jaxrobust.parallel).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import queue
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxrobust import checkpoint, losses, parallel
+from jaxrobust.data import store
+from jaxrobust.models import build_model, uses_dropout
+from jaxrobust.rng import stream_key
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything that changes during training (a pytree: checkpointed and donated whole)."""
+
+    step: jax.Array  # int32 scalar: optimiser steps taken
+    variables: Any  # {"params": ..., "batch_stats": ...}
+    opt_state: Any
+
+
+def make_optimizer(learning_rate: float, b1: float, b2: float, eps: float,
+                   weight_decay: float) -> optax.GradientTransformation:
+    """PyTorch `Adam(weight_decay=wd)`: L2 added to the gradient before Adam (not AdamW)."""
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+                       optax.scale(-learning_rate))
+
+
+def optimizer_from_config(config) -> optax.GradientTransformation:
+    t = config.train
+    decay = t.weight_decay_da if t.domain_adaptation else t.weight_decay
+    return make_optimizer(t.learning_rate, t.b1, t.b2, t.eps, decay)
+
+
+def create_state(model, tx, key, image_shape) -> TrainState:
+    variables = checkpoint.init_variables(model, key, image_shape)
+    return TrainState(step=jnp.zeros((), jnp.int32), variables=variables,
+                      opt_state=tx.init(variables["params"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """The static part of a train step (hashable, so jit specialises on it once)."""
+
+    domain_adaptation: bool
+    mmd_weight: float
+    mmd_estimator: str
+    dropout: bool
+
+
+METRIC_KEYS = ("loss", "ce", "mmd", "correct", "count")
+
+
+def zero_sums() -> dict:
+    return {k: jnp.zeros((), jnp.float32) for k in METRIC_KEYS}
+
+
+def train_step(state: TrainState, sums: dict, batch: dict, *, model, tx, spec: StepSpec,
+               class_weights: jax.Array, dropout_key: jax.Array, mesh=None):
+    """One optimiser step; returns (new state, metric sums + this step's contribution).
+
+    batch: image (B, H, W, 3), label (B,), mask (B,) and, for DA, target_image (B, H, W, 3)
+    and target_mask (B,). Masked rows change neither the loss nor the BatchNorm statistics.
+    """
+    images, mask = batch["image"], batch["mask"]
+    if spec.domain_adaptation:
+        images = jnp.concatenate([images, batch["target_image"]], axis=0)
+        mask = jnp.concatenate([mask, batch["target_mask"]], axis=0)
+    if mesh is not None:
+        images = parallel.constrain_rows(images, mesh)
+    n_source = batch["image"].shape[0]
+    rngs = {"dropout": jax.random.fold_in(dropout_key, state.step)} if spec.dropout else {}
+
+    def loss_fn(params):
+        variables = dict(state.variables, params=params)
+        (latent, logits), updates = model.apply(variables, images, train=True, mask=mask,
+                                                rngs=rngs, mutable=["batch_stats"])
+        ce = losses.weighted_cross_entropy(logits[:n_source], batch["label"], class_weights, batch["mask"])
+        mmd = jnp.zeros((), jnp.float32)
+        if spec.domain_adaptation:
+            mmd = losses.mmd(latent[:n_source], latent[n_source:], spec.mmd_estimator,
+                             source_mask=batch["mask"], target_mask=batch["target_mask"])
+        loss = ce + spec.mmd_weight * mmd
+        return loss, (updates["batch_stats"], ce, mmd, logits[:n_source])
+
+    grads, (batch_stats, ce, mmd, logits) = jax.grad(loss_fn, has_aux=True)(state.variables["params"])
+    updates, opt_state = tx.update(grads, state.opt_state, state.variables["params"])
+    params = optax.apply_updates(state.variables["params"], updates)
+    new_state = state.replace(step=state.step + 1, opt_state=opt_state,
+                              variables={"params": params, "batch_stats": batch_stats})
+    valid = jnp.sum(batch["mask"])
+    correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * batch["mask"])
+    loss = ce + spec.mmd_weight * mmd
+    new_sums = {"loss": sums["loss"] + loss * valid, "ce": sums["ce"] + ce * valid,
+                "mmd": sums["mmd"] + mmd * valid, "correct": sums["correct"] + correct,
+                "count": sums["count"] + valid}
+    return new_state, new_sums
+
+
+# --- Batches: gathered on the device, or streamed from the host ---
+def epoch_rows(key: jax.Array, epoch: int, n: int, batch_size: int) -> jax.Array:
+    """(steps, batch_size) int32 row indices of one epoch: a permutation padded with row 0."""
+    steps = math.ceil(n / batch_size)
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n).astype(jnp.int32)
+    return jnp.pad(perm, (0, steps * batch_size - n)).reshape(steps, batch_size)
+
+
+def step_mask(step: jax.Array, batch_size: int, n: int) -> jax.Array:
+    """1.0 for the real rows of step `step`, 0.0 for the padding of the last batch."""
+    return ((step * batch_size + jnp.arange(batch_size)) < n).astype(jnp.float32)
+
+
+def make_device_step(model, tx, spec: StepSpec, class_weights, dropout_key, mesh, n_train: int,
+                     batch_size: int):
+    """jit(state, sums, data, rows, target_rows, step) -> (state, sums), gathering on device."""
+
+    def device_step(state, sums, data, rows, target_rows, step):
+        idx = jax.lax.dynamic_index_in_dim(rows, step, keepdims=False)
+        mask = step_mask(step, batch_size, n_train)
+        batch = {"image": data["y10"][idx], "label": data["labels"][idx], "mask": mask}
+        if spec.domain_adaptation:
+            batch["target_image"] = data["y1"][jax.lax.dynamic_index_in_dim(target_rows, step, keepdims=False)]
+            batch["target_mask"] = mask
+        return train_step(state, sums, batch, model=model, tx=tx, spec=spec,
+                          class_weights=class_weights, dropout_key=dropout_key, mesh=mesh)
+
+    return jax.jit(device_step, donate_argnums=(0, 1))
+
+
+def make_host_step(model, tx, spec: StepSpec, class_weights, dropout_key, mesh):
+    """jit(state, sums, batch) -> (state, sums) for batches streamed from host memory."""
+    step = partial(train_step, model=model, tx=tx, spec=spec, class_weights=class_weights,
+                   dropout_key=dropout_key, mesh=mesh)
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def host_batches(arrays: dict, rows: np.ndarray, target_rows: np.ndarray | None, n: int,
+                 spec: StepSpec, sharding, prefetch: int = 2):
+    """Yields device batches gathered on the host, `prefetch` steps ahead in a thread.
+
+    Same rows and masks as the device path, so both give the same losses.
+    """
+    batch_size = rows.shape[1]
+
+    def make(step):
+        idx = rows[step]
+        mask = ((step * batch_size + np.arange(batch_size)) < n).astype(np.float32)
+        batch = {"image": arrays["y10"][idx], "label": arrays["labels"][idx], "mask": mask}
+        if spec.domain_adaptation:
+            batch["target_image"] = arrays["y1"][target_rows[step]]
+            batch["target_mask"] = mask
+        return jax.device_put(batch, sharding)
+
+    q: queue.Queue = queue.Queue(maxsize=prefetch)
+
+    def producer():
+        try:
+            for step in range(len(rows)):
+                q.put(make(step))
+        except BaseException as err:  # surface loader errors in the training thread
+            q.put(err)
+
+    threading.Thread(target=producer, daemon=True).start()
+    for _ in range(len(rows)):
+        item = q.get()
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def choose_placement(nbytes: int, requested: str = "auto", log=print) -> str:
+    """"device" when the training arrays fit in 60 % of device memory, else "host" streaming."""
+    if requested in ("device", "host"):
+        return requested
+    if requested != "auto":
+        raise ValueError(f"train.data_placement must be auto, device or host, got {requested!r}")
+    stats = jax.local_devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    if limit is None:  # CPU: device memory is host memory, already holding the arrays
+        return "device"
+    placement = "device" if nbytes <= 0.6 * limit else "host"
+    log(f"training data {nbytes / 2**30:.2f} GiB, device memory {limit / 2**30:.1f} GiB: "
+        f"{'on the device' if placement == 'device' else 'streamed from host (prefetch 2)'}")
+    return placement
+
+
+# --- Prediction (evaluation mode, fixed batch shape) ---
+def make_predict(model, batch_size: int, mesh=None):
+    """predict(variables, images (N, H, W, 3)) -> (latents (N, D), logits (N, C)) as NumPy.
+
+    Compiles once per batch size: the last batch is padded. Works from host or device arrays.
+    """
+    @jax.jit
+    def forward(variables, images):
+        if mesh is not None:
+            images = parallel.constrain_rows(images, mesh)
+        return model.apply(variables, images, train=False)
+
+    pad_to = batch_size if mesh is None else parallel.round_up(batch_size, parallel.num_shards(mesh))
+
+    def predict(variables, images):
+        n = len(images)
+        outputs = []
+        for start in range(0, n, pad_to):
+            chunk = images[start:start + pad_to]
+            if len(chunk) < pad_to:
+                pad = jnp.zeros((pad_to - len(chunk),) + tuple(chunk.shape[1:]), jnp.float32)
+                chunk = jnp.concatenate([jnp.asarray(chunk), pad])
+            outputs.append(forward(variables, chunk))
+        latents = np.concatenate([np.asarray(o[0]) for o in outputs])[:n]
+        logits = np.concatenate([np.asarray(o[1]) for o in outputs])[:n]
+        return latents, logits
+
+    return predict
+
+
+def weighted_ce_numpy(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
+    """Host-side weighted CE (validation loss) in float64."""
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    w = weights[labels].astype(np.float64)
+    return float(-(w * log_probs[np.arange(len(labels)), labels]).sum() / w.sum())
+
+
+# --- Early stopping ---
+@dataclasses.dataclass
+class EarlyStopping:
+    """Stops on a rising validation loss.
+
+    "graded" is training.py's EarlyStopping: a new best resets nothing but the best; a loss
+    0.1-0.2 above the best adds 0.1 to the counter, 0.2-0.3 adds 0.25, 0.3-0.4 adds 0.5,
+    >= 0.4 adds 1; stop when counter > patience. "patience": stop after `patience` epochs
+    without a new best. "none": never stop early.
+    """
+
+    mode: str = "graded"
+    patience: int = 10
+    best: float | None = None
+    counter: float = 0.0
+
+    def update(self, val_loss: float) -> bool:
+        if self.mode == "none":
+            return False
+        if self.best is None or val_loss < self.best:
+            self.best = val_loss
+            if self.mode == "patience":
+                self.counter = 0.0
+            return False
+        if self.mode == "patience":
+            self.counter += 1
+            return self.counter >= self.patience
+        if self.mode != "graded":
+            raise ValueError(f"train.early_stopping must be graded, patience or none, got {self.mode!r}")
+        excess = val_loss - self.best
+        self.counter += 1.0 if excess >= 0.4 else 0.5 if excess >= 0.3 else 0.25 if excess >= 0.2 else 0.1 if excess >= 0.1 else 0.0
+        return self.counter > self.patience
+
+
+# --- The loop ---
+def _metrics_path(workdir: Path) -> Path:
+    return Path(workdir) / "metrics.jsonl"
+
+
+def read_metrics(workdir: Path) -> list[dict]:
+    path = _metrics_path(workdir)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append_metrics(workdir: Path, record: dict) -> None:
+    with open(_metrics_path(workdir), "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+
+
+def _truncate_metrics(workdir: Path, last_epoch: int) -> None:
+    kept = [r for r in read_metrics(workdir) if r["epoch"] <= last_epoch]
+    store.atomic_write_bytes(_metrics_path(workdir), "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+
+def _write_config(workdir: Path, config, resume: bool) -> None:
+    from jaxrobust import config as config_lib
+
+    path = Path(workdir) / "config.json"
+    text = config_lib.to_json(config)
+    if resume and path.exists() and json.loads(path.read_text()) != json.loads(text):
+        raise ValueError(f"{path}: --resume with a different config than the interrupted run; "
+                         "start a new workdir or resume with the same config and overrides")
+    store.atomic_write_bytes(path, text.encode())
+
+
+def validation_scores(predict, variables, data, weights) -> dict:
+    """Validation loss (weighted CE on Y10) and accuracy on Y10 and Y1."""
+    labels = data.labels["valid"]
+    _, logits10 = predict(variables, data.images["Y10", "valid"])
+    _, logits1 = predict(variables, data.images["Y1", "valid"])
+    return {"val_loss": weighted_ce_numpy(logits10, labels, weights),
+            "val_acc_y10": float(np.mean(np.argmax(logits10, 1) == labels)),
+            "val_acc_y1": float(np.mean(np.argmax(logits1, 1) == labels))}
+
+
+def train_and_evaluate(config, workdir, data=None, resume: bool = False, progress: bool = True,
+                       log=print) -> dict:
+    """Trains `config.model` on prepared data into `workdir`; returns the final summary.
+
+    Writes config.json, metrics.jsonl (one line per epoch), checkpoints/{latest,best} and
+    figures/training_curves.png. With `resume`, restarts after the last completed epoch and
+    ends with the same numbers as an uninterrupted run.
+    """
+    from tqdm.auto import tqdm
+
+    from jaxrobust.data import load_prepared
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t = config.train
+    data = data if data is not None else load_prepared(config.data.source, config)
+    _write_config(workdir, config, resume)
+    model = build_model(config.model.name, config.model.latent_dim, config.model.num_classes)
+    mesh = parallel.make_mesh()
+    parallel.check_divisible(t.batch_size, mesh)
+    labels = data.labels["train"]
+    weights = losses.class_weights(labels, config.model.num_classes)
+    tx = optimizer_from_config(config)
+    spec = StepSpec(bool(t.domain_adaptation), float(t.mmd_weight), t.mmd_estimator,
+                    uses_dropout(config.model.name))
+    repl = parallel.replicated(mesh)
+    init = jax.jit(lambda key: create_state(model, tx, key, data.image_shape), out_shardings=repl)
+    state = init(stream_key(config.seed, "init"))
+    stopper = EarlyStopping(t.early_stopping, int(t.patience))
+    meta = {"epoch": -1, "best_acc": -1.0, "best_epoch": -1, "stopped": False}
+    if resume and checkpoint.latest_step(workdir) is not None:
+        state, meta = checkpoint.restore(workdir, "latest", checkpoint.abstract_like(state))
+        stopper = EarlyStopping(t.early_stopping, int(t.patience), meta["stopper_best"], meta["stopper_counter"])
+        _truncate_metrics(workdir, meta["epoch"])
+        log(f"resuming {workdir} after epoch {meta['epoch'] + 1}")
+    elif not resume:
+        _metrics_path(workdir).unlink(missing_ok=True)
+
+    n = len(labels)
+    steps = math.ceil(n / t.batch_size)
+    placement = choose_placement(data.nbytes(("train",)) * (2 if spec.domain_adaptation else 1),
+                                 config.train.data_placement, log)
+    class_w = jnp.asarray(weights)
+    shuffle_key, target_key = stream_key(config.seed, "shuffle"), stream_key(config.seed, "shuffle_target")
+    dropout_key = stream_key(config.seed, "dropout")
+    host_arrays = {"y10": data.images["Y10", "train"], "y1": data.images["Y1", "train"], "labels": labels}
+    if placement == "device":
+        device_data = jax.device_put({k: v for k, v in host_arrays.items()
+                                      if k != "y1" or spec.domain_adaptation}, repl)
+        step_fn = make_device_step(model, tx, spec, class_w, dropout_key, mesh, n, t.batch_size)
+    else:
+        step_fn = make_host_step(model, tx, spec, class_w, dropout_key, mesh)
+    predict = make_predict(model, t.eval_batch_size, mesh)
+    summary = {}
+    for epoch in range(meta["epoch"] + 1, t.epochs):
+        if meta["stopped"]:
+            break
+        start = time.perf_counter()
+        rows = epoch_rows(shuffle_key, epoch, n, t.batch_size)
+        target_rows = epoch_rows(target_key, epoch, n, t.batch_size) if spec.domain_adaptation else rows
+        sums = jax.device_put(zero_sums(), repl)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress, leave=False)
+        if placement == "device":
+            for step in range(steps):
+                state, sums = step_fn(state, sums, device_data, rows, target_rows, np.int32(step))
+                bar.update(1)
+        else:
+            batches = host_batches(host_arrays, np.asarray(rows), np.asarray(target_rows), n, spec,
+                                   parallel.sharded_rows(mesh))
+            for batch in batches:
+                state, sums = step_fn(state, sums, batch)
+                bar.update(1)
+        sums = jax.device_get(sums)  # the one host sync of the epoch
+        bar.close()
+        record = {"epoch": epoch, "train_loss": float(sums["loss"] / sums["count"]),
+                  "train_ce": float(sums["ce"] / sums["count"]),
+                  "train_mmd": float(sums["mmd"] / sums["count"]),
+                  "train_acc": float(sums["correct"] / sums["count"])}
+        if not all(math.isfinite(v) for v in record.values()):
+            good = meta["epoch"] + 1
+            raise TrainingDiverged(
+                f"loss became {record['train_loss']} in epoch {epoch + 1}; stopped. The last good "
+                f"checkpoint (after epoch {good}) is kept in {workdir / 'checkpoints'}; lower "
+                "train.learning_rate or check the data for extreme values")
+        record.update(validation_scores(predict, state.variables, data, weights))
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        record["images_per_second"] = round(n * (2 if spec.domain_adaptation else 1) / record["seconds"], 1)
+        _append_metrics(workdir, record)
+        stop = stopper.update(record["val_loss"])
+        if record["val_acc_y10"] > meta["best_acc"]:
+            meta.update(best_acc=record["val_acc_y10"], best_epoch=epoch)
+            checkpoint.save(workdir, "best", epoch, {"variables": state.variables},
+                            {"epoch": epoch, "val_acc_y10": record["val_acc_y10"],
+                             "image_shape": list(data.image_shape)})
+        meta.update(epoch=epoch, stopped=bool(stop), stopper_best=stopper.best,
+                    stopper_counter=stopper.counter, image_shape=list(data.image_shape))
+        checkpoint.save(workdir, "latest", epoch, state, meta)
+        if progress:
+            log(f"epoch {epoch + 1:3d}: loss {record['train_loss']:.4f} (mmd {record['train_mmd']:.4f}) "
+                f"acc {record['train_acc']:.3f} | val loss {record['val_loss']:.4f} "
+                f"acc Y10 {record['val_acc_y10']:.3f} Y1 {record['val_acc_y1']:.3f} | {record['seconds']:.1f}s")
+        if stop:
+            log(f"early stopping after epoch {epoch + 1} ({t.early_stopping}, patience {t.patience})")
+    history = read_metrics(workdir)
+    if history:
+        from jaxrobust import plots
+
+        plots.training_curves(workdir / "figures" / "training_curves.png", history,
+                              title=f"{config.model.name}, {'DA' if spec.domain_adaptation else 'regular'}")
+        summary = dict(history[-1], best_epoch=meta["best_epoch"], best_val_acc_y10=meta["best_acc"],
+                       epochs_run=len(history), placement=placement)
+    return summary
