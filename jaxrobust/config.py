@@ -71,8 +71,11 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:
     *parents, leaf = dotted.split(".")
     node, walked = config, []
     for part in parents:
-        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+        if part not in node:
             raise ConfigError(_unknown_key(".".join(walked + [part]), node, walked))
+        if not isinstance(node[part], ml_collections.ConfigDict):
+            where = ".".join(walked + [part])
+            raise ConfigError(f"config key {where!r} is a value, not a section: cannot set {dotted!r}")
         node, walked = node[part], walked + [part]
     if leaf not in node:
         raise ConfigError(_unknown_key(dotted, node, walked))
@@ -83,7 +86,9 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:
         value = float(value)
     if isinstance(old, tuple) and isinstance(value, list):
         value = tuple(value)
-    if old is not None and value is not None and not isinstance(value, type(old)):
+    # bool is a subclass of int: `train.epochs=True` would otherwise pass as an int.
+    mismatched_bool = isinstance(value, bool) != isinstance(old, bool)
+    if old is not None and value is not None and (mismatched_bool or not isinstance(value, type(old))):
         raise ConfigError(
                 f"config key {dotted!r} expects {type(old).__name__} (now {old!r}), got {value!r}")
     with node.unlocked():
@@ -198,3 +203,12 @@ def base_config() -> ml_collections.ConfigDict:
     analysis.bootstrap = 1000  # resamples for confidence intervals
     analysis.animation = True  # rotating 3D isomap GIF
     return config
+
+
+def copy_with(config: ml_collections.ConfigDict, updates: dict) -> ml_collections.ConfigDict:
+    """A locked copy of `config` with dotted-key updates applied (same checks as overrides)."""
+    new = ml_collections.ConfigDict(config.to_dict())
+    for dotted, value in updates.items():
+        set_dotted(new, dotted, value)
+    new.lock()
+    return new

@@ -130,3 +130,123 @@ def confusion_matrices(path: Path, matrices: list, titles: list[str], class_name
         ax.set_title(f"{title}: accuracy {accuracy:.2f}")
     fig.tight_layout()
     return _save(fig, path)
+
+
+# --- Latent space ---
+def church_window(path: Path, classes: np.ndarray, axis: np.ndarray, true_class: int, target_class: int,
+                  title_prefix: str = "") -> Path:
+    """Paper Figures 3 and 5: class regions of the head on the (1P, Y1) plane of one triplet."""
+    from matplotlib.colors import ListedColormap
+
+    fig, ax = plt.subplots(figsize=(5.6, 5.6))
+    extent = (axis[0], axis[-1], axis[0], axis[-1])
+    ax.imshow(classes, origin="lower", extent=extent, cmap=ListedColormap(CLASS_COLOURS), vmin=0, vmax=2,
+              interpolation="nearest")
+    ax.axhline(0, color="k", lw=1)
+    ax.axvline(0, color="k", lw=1)
+    ax.scatter([0], [0], marker=MARKERS["Y10"], s=220, color="k", label="Y10")
+    ax.scatter([1], [0], marker=MARKERS["1P"], s=220, color="k", label="one-pixel (1P)")
+    ax.scatter([0], [1], marker=MARKERS["Y1"], s=260, color="k", label="Y1")
+    ax.set_xlabel("adversarial (1P) direction")
+    ax.set_ylabel("noisy (Y1) direction")
+    target = CLASS_NAMES[target_class] if target_class >= 0 else "any"
+    ax.set_title(f"{title_prefix}{CLASS_NAMES[true_class]} $\\rightarrow$ {target}", fontsize=13)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in CLASS_COLOURS]
+    ax.legend(handles + ax.get_legend_handles_labels()[0], list(CLASS_NAMES) + ax.get_legend_handles_labels()[1],
+              fontsize=8, loc="lower left", framealpha=0.85)
+    return _save(fig, path)
+
+
+def _triplet_markers(ax, proj_triplet, classes_triplet):
+    """Y10 (x), Y1 (*) and 1P (^) points of the attacked triplets, filled by their class."""
+    for (key, marker), points, cls in zip(MARKERS.items(), proj_triplet, classes_triplet):
+        ax.scatter(*np.asarray(points).T, marker=marker, s=260, edgecolors="k", linewidths=1.2,
+                   c=[CLASS_COLOURS[c] for c in cls], label=f"triplet: {key}")
+
+
+def isomap_2d(path: Path, proj_y10: np.ndarray, proj_y1: np.ndarray, pred_y10: np.ndarray, pred_y1: np.ndarray,
+              proj_triplet: list, classes_triplet: list, title: str = "") -> Path:
+    """Paper Figure 3 (right): Y10 latents filled, Y1 empty, coloured by predicted class."""
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    colours = np.asarray(CLASS_COLOURS)
+    ax.scatter(*proj_y10.T, s=36, c=colours[pred_y10], label="Y10 (filled)")
+    ax.scatter(*proj_y1.T, s=36, facecolors="none", edgecolors=colours[pred_y1], linewidths=1.2, label="Y1 (empty)")
+    _triplet_markers(ax, proj_triplet, classes_triplet)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or "Isomap of the latent space (colour: predicted class)")
+    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    return _save(fig, path)
+
+
+def _isomap_3d_axes(ax, proj_y10, proj_y1, pred_y10, pred_y1, elev, azim):
+    colours = np.asarray(CLASS_COLOURS)
+    if len(proj_y10) >= 3:
+        ax.plot_trisurf(*proj_y10.T, color="#ffa600", alpha=0.18, linewidth=0)
+        ax.plot_trisurf(*proj_y1.T, color="#4a90d9", alpha=0.18, linewidth=0)
+    ax.scatter(*proj_y10.T, s=22, c=colours[pred_y10], depthshade=False)
+    ax.scatter(*proj_y1.T, s=22, facecolors="none", edgecolors=colours[pred_y1], depthshade=False)
+    ax.view_init(elev=elev, azim=azim)
+    ax.set_xticklabels([])
+    ax.set_yticklabels([])
+    ax.set_zticklabels([])
+
+
+def isomap_3d(path: Path, proj_y10, proj_y1, pred_y10, pred_y1, title: str = "",
+              angles=((10, -60), (10, 30), (40, 120), (70, 210))) -> Path:
+    """Paper Figure 4: 3D isomap from four camera angles; Y10 on an orange surface, Y1 blue."""
+    fig = plt.figure(figsize=(16, 4.4))
+    for i, (elev, azim) in enumerate(angles):
+        ax = fig.add_subplot(1, len(angles), i + 1, projection="3d")
+        _isomap_3d_axes(ax, proj_y10, proj_y1, pred_y10, pred_y1, elev, azim)
+        ax.set_title(f"elev {elev}, azim {azim}", fontsize=9)
+    fig.suptitle(title or "3D isomap: Y10 (filled, orange surface), Y1 (empty, blue surface)")
+    return _save(fig, path)
+
+
+def isomap_animation(path: Path, proj_y10, proj_y1, pred_y10, pred_y1, frames: int = 36, title: str = "") -> Path:
+    """Rotating 3D isomap: a GIF (Pillow), and an MP4 beside it when ffmpeg is installed."""
+    from matplotlib import animation
+
+    fig = plt.figure(figsize=(5, 5))
+    ax = fig.add_subplot(111, projection="3d")
+    _isomap_3d_axes(ax, proj_y10, proj_y1, pred_y10, pred_y1, 15, 0)
+    ax.set_title(title, fontsize=10)
+
+    def rotate(i):
+        ax.view_init(elev=15, azim=i * 360 / frames)
+        return ()
+
+    anim = animation.FuncAnimation(fig, rotate, frames=frames, interval=100, blit=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    anim.save(path, writer=animation.PillowWriter(fps=10), dpi=70)
+    if animation.writers.is_available("ffmpeg"):
+        anim.save(path.with_suffix(".mp4"), writer=animation.FFMpegWriter(fps=10), dpi=90)
+    plt.close(fig)
+    return path
+
+
+def distance_histograms(path: Path, panels: list[dict], title: str = "") -> Path:
+    """Paper Figure 6: dE histograms of regular (navy) and DA (orange) training.
+
+    panels: [{"title", "regular", "da", "bins" (edges), "js"}]; means violet, medians blue;
+    dashed for regular, solid for DA.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for key, colour, style, label in (("regular", "#003f5c", "--", "regular"), ("da", "#ffa600", "-", "DA")):
+            d = np.asarray(panel[key])
+            if d.size == 0:
+                continue
+            weights = np.full(d.size, 1.0 / d.size)  # normalised to sum to 1 (paper §5.3)
+            ax.hist(d, bins=panel["bins"], weights=weights, color=colour, alpha=0.6, label=f"{label} (n={d.size})")
+            ax.axvline(np.mean(d), color="#bc5090", ls=style, lw=1.6, label=f"{label} mean {np.mean(d):.2f}")
+            ax.axvline(np.median(d), color="#1f5fbf", ls=style, lw=1.6, label=f"{label} median {np.median(d):.2f}")
+        ax.set_title(f"{panel['title']}   JS = {panel['js']:.2f}")
+        ax.set_xlabel("Euclidean distance in latent space $d_E$")
+        ax.set_ylabel("fraction of images")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

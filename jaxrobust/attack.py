@@ -1,0 +1,521 @@
+"""One-pixel attack by differential evolution, batched over images x population on the device.
+
+The DE of the paper (onepixel_attack.py; Su et al. 2019): a candidate is genes (row, col, g, r,
+i) in [0, 1]^5; it sets the pixel (clip(round(row H), 0, H-1), clip(round(col W), 0, W-1)) to
+clip((g, r, i), 0, 1) in the stretched image. Population 400: coordinates U(0, 1), colours
+clip(N(0.5, 0.5), 0, 1). DE/rand/1 with F = 0.5: child_i = x_a + F (x_b - x_c) with a, b, c
+three distinct random members (any of the population, as the code draws them); genes that leave
+[0, 1] are resampled U(0, 1); a child replaces its parent only if fitter. Fitness is the
+softmax probability of the target class (targeted, maximised, success when > 0.5) or of the
+true class (untargeted, minimised, success when < 0.05). Each image stops at success; the cap
+is 80 generations. `generations` counts the DE generations run (0 when the initial population
+already succeeds; the paper's "iterations" is generations + 1, at most the cap).
+
+Where the paper evaluates its 400 candidates one forward pass at a time, here one jitted call
+runs a block of generations for many attack tasks (image, target) at once: every candidate of
+every active task is evaluated in chunks of a fixed size, and finished tasks drop out of the
+chunk loop, so they stop costing compute; between blocks the host refills their slots with
+queued tasks. Every task draws from its own stream, fold_in(attack key, task id), one key per
+generation, so results do not depend on batch size, slot order, chunking or device count.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrobust import parallel
+
+NUM_GENES = 5  # (row, col, g, r, i)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """DE settings (paper defaults) and the batching of the attack."""
+
+    population: int = 400
+    differential_weight: float = 0.5
+    max_generations: int = 80
+    targeted: bool = True
+    target_threshold: float = 0.5  # targeted success: p(target) > threshold
+    untargeted_threshold: float = 0.05  # untargeted success: p(true) < threshold
+    block_generations: int = 8  # generations per jitted call between refills
+    tasks_per_call: int = 16  # attack tasks resident on the device at once
+    chunk_candidates: int = 0  # candidates per forward chunk; 0 = by backend (CPU 100, else 4096)
+
+    @classmethod
+    def from_config(cls, config) -> "AttackSpec":
+        a = config.attack
+        return cls(int(a.population), float(a.differential_weight), int(a.max_generations), bool(a.targeted),
+                   float(a.target_threshold), float(a.untargeted_threshold), int(a.block_generations),
+                   int(a.images_per_call), int(a.chunk_candidates))
+
+    def validate(self) -> None:
+        if self.population < 4:
+            raise ValueError(f"attack.population must be >= 4 (DE/rand/1 needs three others), got {self.population}")
+        if self.max_generations < 0 or self.block_generations < 1 or self.tasks_per_call < 1:
+            raise ValueError("attack.max_generations >= 0, attack.block_generations >= 1 and "
+                             "attack.images_per_call >= 1 are required")
+
+    def chunk(self) -> int:
+        if self.chunk_candidates > 0:
+            return self.chunk_candidates
+        return 100 if jax.default_backend() == "cpu" else 4096
+
+
+# --- DE on one task (vmapped over tasks) ---
+def init_population(key: jax.Array, population: int) -> jax.Array:
+    """(P, 5) genes: coordinates U(0, 1), colours clip(N(0.5, 0.5), 0, 1)."""
+    k_xy, k_rgb = jax.random.split(key)
+    xy = jax.random.uniform(k_xy, (population, 2))
+    rgb = jnp.clip(0.5 + 0.5 * jax.random.normal(k_rgb, (population, 3)), 0.0, 1.0)
+    return jnp.concatenate([xy, rgb], axis=1)
+
+
+def distinct_triplets(key: jax.Array, population: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per member, three distinct indices into the population (uniform, no rejection loop)."""
+    k_a, k_b, k_c = jax.random.split(key, 3)
+    a = jax.random.randint(k_a, (population,), 0, population)
+    b = jax.random.randint(k_b, (population,), 0, population - 1)
+    b = b + (b >= a)  # skip a
+    c = jax.random.randint(k_c, (population,), 0, population - 2)
+    lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
+    c = c + (c >= lo)
+    c = c + (c >= hi)  # skip a and b, in increasing order
+    return a, b, c
+
+
+def mutate(key: jax.Array, genes: jax.Array, differential_weight: float) -> jax.Array:
+    """DE/rand/1 children (P, 5) of a population, out-of-bounds genes resampled U(0, 1)."""
+    k_idx, k_resample = jax.random.split(key)
+    a, b, c = distinct_triplets(k_idx, genes.shape[0])
+    child = genes[a] + differential_weight * (genes[b] - genes[c])
+    out_of_bounds = (child < 0.0) | (child > 1.0)
+    return jnp.where(out_of_bounds, jax.random.uniform(k_resample, child.shape), child)
+
+
+def decode(genes: jax.Array, height: int, width: int):
+    """genes (..., 5) -> (row (...,) int32, col (...,) int32, rgb (..., 3) in [0, 1])."""
+    row = jnp.clip(jnp.round(genes[..., 0] * height), 0, height - 1).astype(jnp.int32)
+    col = jnp.clip(jnp.round(genes[..., 1] * width), 0, width - 1).astype(jnp.int32)
+    return row, col, jnp.clip(genes[..., 2:5], 0.0, 1.0)
+
+
+def perturb(images: jax.Array, genes: jax.Array) -> jax.Array:
+    """Sets one pixel per image: images (B, H, W, C), genes (B, 5) -> (B, H, W, C).
+
+    A dense select against a one-hot spatial mask rather than a scatter: it fuses into the
+    consumer and vectorises under vmap.
+    """
+    _, h, w, _ = images.shape
+    row, col, rgb = decode(genes, h, w)
+    hit = (jnp.arange(h)[None, :, None] == row[:, None, None]) & (jnp.arange(w)[None, None, :] == col[:, None, None])
+    return jnp.where(hit[..., None], rgb[:, None, None, :], images)
+
+
+def success(fitness: jax.Array, targeted: bool, spec: AttackSpec) -> jax.Array:
+    """Per task: does the best member meet the paper's threshold? fitness (..., P) -> (...)."""
+    if targeted:
+        return jnp.max(fitness, axis=-1) > spec.target_threshold
+    return jnp.min(fitness, axis=-1) < spec.untargeted_threshold
+
+
+def best_member(fitness: jax.Array, targeted: bool) -> jax.Array:
+    return jnp.argmax(fitness, axis=-1) if targeted else jnp.argmin(fitness, axis=-1)
+
+
+# --- Evaluators: the probabilities of every candidate of every active task ---
+class FullEvaluator:
+    """Scores candidates by a full forward pass of the perturbed images, in fixed-size chunks.
+
+    `logits_fn` maps (B, H, W, C) stretched images to (B, classes) logits (the model in eval
+    mode). The cache of a task is its clean image. Only the candidates of active tasks are
+    evaluated: tasks are ordered active-first and a loop with a data-dependent trip count runs
+    ceil(active x P / chunk) chunks, so one compiled program serves any number of active tasks.
+    """
+
+    name = "full"
+
+    def __init__(self, logits_fn: Callable, chunk: int):
+        self.logits_fn, self.chunk = logits_fn, int(chunk)
+
+    def prepare(self, images: jax.Array):
+        return images
+
+    def probabilities(self, cache: jax.Array, genes: jax.Array, active: jax.Array) -> jax.Array:
+        """cache (T, H, W, C) clean images, genes (T, P, 5), active (T,) -> (T, P, classes)."""
+        tasks, population = genes.shape[:2]
+        order = jnp.argsort(~active, stable=True)  # active tasks first
+        n_candidates = jnp.sum(active) * population
+        total = parallel.round_up(tasks * population, self.chunk)
+        flat_genes = jnp.pad(genes[order].reshape(-1, NUM_GENES), ((0, total - tasks * population), (0, 0)))
+        flat_task = jnp.pad(jnp.repeat(order, population), (0, total - tasks * population))
+        n_classes = jax.eval_shape(self.logits_fn, cache[:1]).shape[-1]
+
+        def body(i, out):
+            start = i * self.chunk
+            g = jax.lax.dynamic_slice_in_dim(flat_genes, start, self.chunk)
+            t = jax.lax.dynamic_slice_in_dim(flat_task, start, self.chunk)
+            probs = jax.nn.softmax(self.logits_fn(perturb(cache[t], g)).astype(jnp.float32), axis=-1)
+            return jax.lax.dynamic_update_slice_in_dim(out, probs, start, axis=0)
+
+        n_chunks = (n_candidates + self.chunk - 1) // self.chunk
+        out = jax.lax.fori_loop(0, n_chunks, body, jnp.zeros((total, n_classes), jnp.float32))
+        per_task = out[:tasks * population].reshape(tasks, population, n_classes)
+        return jnp.zeros_like(per_task).at[order].set(per_task)
+
+
+# --- Device state of the resident tasks ---
+class DEState(NamedTuple):
+    genes: jax.Array  # (T, P, 5)
+    fitness: jax.Array  # (T, P) probability of the objective class
+    done: jax.Array  # (T,) bool: success reached
+    generations: jax.Array  # (T,) int32 generations run
+
+
+class Slots(NamedTuple):
+    """Per-slot task data: the cache, the PRNG key, the objective class and occupancy."""
+
+    cache: object  # evaluator cache with leading T axis
+    key: jax.Array  # (T,) typed keys
+    objective: jax.Array  # (T,) int32: target class (targeted) or true class (untargeted)
+    valid: jax.Array  # (T,) bool: slot holds a task
+
+
+def _objective_fitness(probs: jax.Array, objective: jax.Array) -> jax.Array:
+    return jnp.take_along_axis(probs, objective[:, None, None], axis=-1)[..., 0]
+
+
+def _init_slots(evaluator, spec: AttackSpec, targeted: bool, state: DEState, slots: Slots,
+                fresh: jax.Array) -> DEState:
+    """Initial population and fitness for the `fresh` slots; others unchanged."""
+    genes = jax.vmap(lambda k: init_population(jax.random.fold_in(k, 0), spec.population))(slots.key)
+    fitness = _objective_fitness(evaluator.probabilities(slots.cache, genes, fresh), slots.objective)
+    keep = ~fresh
+    return DEState(
+        genes=jnp.where(keep[:, None, None], state.genes, genes),
+        fitness=jnp.where(keep[:, None], state.fitness, fitness),
+        done=jnp.where(keep, state.done, success(fitness, targeted, spec)),
+        generations=jnp.where(keep, state.generations, 0))
+
+
+def _run_block(evaluator, spec: AttackSpec, targeted: bool, state: DEState, slots: Slots) -> DEState:
+    """`spec.block_generations` DE generations for every active slot."""
+
+    def generation(state: DEState, _):
+        active = slots.valid & ~state.done & (state.generations < spec.max_generations)
+        keys = jax.vmap(jax.random.fold_in)(slots.key, state.generations + 1)
+        children = jax.vmap(mutate, in_axes=(0, 0, None))(keys, state.genes, spec.differential_weight)
+        child_fitness = _objective_fitness(evaluator.probabilities(slots.cache, children, active), slots.objective)
+        better = child_fitness > state.fitness if targeted else child_fitness < state.fitness
+        replace = better & active[:, None]
+        fitness = jnp.where(replace, child_fitness, state.fitness)
+        new = DEState(genes=jnp.where(replace[..., None], children, state.genes), fitness=fitness,
+                      done=state.done | (active & success(fitness, targeted, spec)),
+                      generations=state.generations + active.astype(jnp.int32))
+        return new, None
+
+    state, _ = jax.lax.scan(generation, state, None, length=spec.block_generations)
+    return state
+
+
+class AttackResult(NamedTuple):
+    """Per task (NumPy): success, generations run, best genes and best fitness."""
+
+    success: np.ndarray  # (N,) bool
+    generations: np.ndarray  # (N,) int32
+    genes: np.ndarray  # (N, 5) float32
+    fitness: np.ndarray  # (N,) float32
+
+
+def _compile(evaluator, spec: AttackSpec, targeted: bool, mesh):
+    """Jitted init and block functions, cached on the evaluator (one trace per slot count).
+
+    On a mesh of several devices they run under shard_map: each device advances its own slots.
+    """
+    cache = evaluator.__dict__.setdefault("_compiled", {})
+    key = (spec, targeted, None if mesh is None else (mesh.devices.shape, tuple(d.id for d in mesh.devices.flat)))
+    if key in cache:
+        return cache[key]
+    init = partial_fn(_init_slots, evaluator, spec, targeted)
+    block = partial_fn(_run_block, evaluator, spec, targeted)
+    if mesh is not None and parallel.num_shards(mesh) > 1:
+        rows = jax.sharding.PartitionSpec(parallel.DATA_AXIS)
+        init = jax.shard_map(init, mesh=mesh, in_specs=(rows, rows, rows), out_specs=rows, check_vma=False)
+        block = jax.shard_map(block, mesh=mesh, in_specs=(rows, rows), out_specs=rows, check_vma=False)
+    cache[key] = (jax.jit(init, donate_argnums=(0,)), jax.jit(block, donate_argnums=(0,)))
+    return cache[key]
+
+
+def partial_fn(fn, *bound):
+    def wrapped(*args):
+        return fn(*bound, *args)
+    return wrapped
+
+
+def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: np.ndarray, key: jax.Array,
+               spec: AttackSpec, targeted: bool, mesh=None, progress: bool = True) -> AttackResult:
+    """Runs one DE per task: image `images[i]` towards (or away from) class `objective[i]`.
+
+    Args:
+      evaluator: e.g. FullEvaluator(logits_fn, chunk).
+      images: (N, H, W, C) stretched clean images (host or device).
+      objective: (N,) target class (targeted) or true class (untargeted).
+      task_ids: (N,) integers naming each task's PRNG stream: fold_in(key, task_id).
+      key: the attack key (typed).
+      targeted: maximise p(objective) (> target_threshold) or minimise it (< untargeted_threshold).
+      mesh: optional device mesh; tasks are split over its devices.
+    Returns:
+      AttackResult with one row per task, in input order.
+    """
+    from tqdm.auto import tqdm
+
+    spec.validate()
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to attack (empty set)")
+    shards = parallel.num_shards(mesh) if mesh is not None else 1
+    slots_n = parallel.round_up(min(spec.tasks_per_call, parallel.round_up(n, shards)), shards)
+    init_fn, block_fn = _compile(evaluator, spec, targeted, mesh)
+    images = np.asarray(images, dtype=np.float32)
+    slot_images = np.zeros((slots_n,) + images.shape[1:], np.float32)
+    slot_keys = np.array(jax.random.key_data(jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.zeros(slots_n, jnp.int32))))
+    task_keys = np.asarray(jax.random.key_data(jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.asarray(task_ids, jnp.uint32))))
+    slot_objective = np.zeros(slots_n, np.int32)
+    slot_task = np.full(slots_n, -1)
+    state = DEState(jnp.zeros((slots_n, spec.population, NUM_GENES)), jnp.zeros((slots_n, spec.population)),
+                    jnp.zeros(slots_n, bool), jnp.zeros(slots_n, jnp.int32))
+    queue = deque(range(n))
+    result = AttackResult(np.zeros(n, bool), np.zeros(n, np.int32), np.zeros((n, NUM_GENES), np.float32),
+                          np.zeros(n, np.float32))
+    bar = tqdm(total=n, desc="attack", unit="task", disable=not progress)
+    impl = jax.random.key_impl(key)
+    while queue or (slot_task >= 0).any():
+        fresh = np.zeros(slots_n, bool)
+        for slot in np.flatnonzero(slot_task < 0):
+            if not queue:
+                break
+            task = queue.popleft()
+            slot_task[slot], fresh[slot] = task, True
+            slot_images[slot], slot_objective[slot], slot_keys[slot] = images[task], objective[task], task_keys[task]
+        slots = Slots(evaluator.prepare(jnp.asarray(slot_images)),
+                      jax.random.wrap_key_data(jnp.asarray(slot_keys), impl=impl),
+                      jnp.asarray(slot_objective), jnp.asarray(slot_task >= 0))
+        if fresh.any():
+            state = init_fn(state, slots, jnp.asarray(fresh))
+        state = block_fn(state, slots)
+        done, generations = jax.device_get((state.done, state.generations))
+        finished = (slot_task >= 0) & (done | (generations >= spec.max_generations))
+        if finished.any():
+            genes, fitness = jax.device_get((state.genes, state.fitness))
+            for slot in np.flatnonzero(finished):
+                member = int(np.argmax(fitness[slot]) if targeted else np.argmin(fitness[slot]))
+                task = slot_task[slot]
+                result.success[task] = bool(done[slot])
+                result.generations[task] = generations[slot]
+                result.genes[task] = genes[slot, member]
+                result.fitness[task] = fitness[slot, member]
+                slot_task[slot] = -1
+            bar.update(int(finished.sum()))
+    bar.close()
+    return result
+
+
+# --- Models as logits functions ---
+def logits_function(model, variables) -> Callable:
+    """(B, H, W, C) -> (B, classes) logits of a trained model in eval mode.
+
+    The ConvNet runs with BatchNorm folded into its convolutions (models/folded.py): same
+    function, one pass less over each feature map.
+    """
+    from jaxrobust.models import ConvNet
+    from jaxrobust.models import folded as folded_lib
+
+    if isinstance(model, ConvNet):
+        folded = folded_lib.fold_convnet(variables)
+        return lambda x: folded_lib.convnet_logits(folded, x)
+    return lambda x: model.apply(variables, x, train=False)[1]
+
+
+def make_evaluator(name: str, model, variables, chunk: int):
+    """"full", "incremental" or "auto" (incremental where the model supports it)."""
+    if name in ("incremental", "auto"):
+        try:
+            from jaxrobust import incremental
+        except ImportError:
+            incremental = None
+        if incremental is not None and incremental.supports(model):
+            return incremental.IncrementalEvaluator(model, variables, chunk)
+        if name == "incremental":
+            raise ValueError(f"the incremental evaluator does not support {type(model).__name__}; "
+                             "use attack.evaluator='full'")
+    elif name != "full":
+        raise ValueError(f"attack.evaluator must be full, incremental or auto, got {name!r}")
+    return FullEvaluator(logits_function(model, variables), chunk)
+
+
+# --- The paper's protocol ---
+def check_inputs(images: np.ndarray, labels: np.ndarray, num_classes: int, targets=None) -> None:
+    """Clear errors for shapes, label range, empty sets and targets equal to the true class."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (N, H, W, 3) stretched NHWC stamps, got shape {images.shape}")
+    if len(images) == 0:
+        raise ValueError("no images to attack (empty set)")
+    if labels.shape != (len(images),):
+        raise ValueError(f"labels must be ({len(images)},) class indices, got shape {labels.shape}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got range [{labels.min()}, {labels.max()}]")
+    if targets is not None:
+        targets = np.asarray(targets)
+        if targets.shape != labels.shape:
+            raise ValueError(f"targets must be ({len(labels)},), got shape {targets.shape}")
+        if targets.min() < 0 or targets.max() >= num_classes:
+            raise ValueError(f"targets must lie in [0, {num_classes - 1}]")
+        same = np.flatnonzero(targets == labels)
+        if same.size:
+            raise ValueError(f"target equals the true class for image {int(same[0])} "
+                             f"({same.size} images): a targeted attack needs another class")
+
+
+def attack_protocol(model, variables, images_y10: np.ndarray, images_y1: np.ndarray, labels: np.ndarray,
+                    key: jax.Array, spec: AttackSpec, evaluator: str = "auto", mesh=None,
+                    progress: bool = True, log=print) -> dict:
+    """The paper's protocol on a set of test images (DeepAdversaries church_window.py).
+
+    Every image the model classifies correctly in Y10 is attacked; targeted: towards each other
+    class in increasing class order until one succeeds (the first success is kept);
+    untargeted: once, away from its class. Returns per-image NumPy arrays: attacked, success,
+    target (-1 if none), generations (of the kept attack; total over targets when all fail),
+    genes, pixel (row, col, g, r, i), probabilities before/after, the perturbed image, the
+    latents of the Y10 image, its perturbation (1P) and its Y1 twin, and per-target details.
+    """
+    num_classes = model.num_classes
+    check_inputs(images_y10, labels, num_classes)
+    if images_y1.shape != images_y10.shape:
+        raise ValueError(f"Y1 images {images_y1.shape} must match Y10 images {images_y10.shape}")
+    mesh = mesh or parallel.make_mesh()
+    predict = _latents_and_probs(model, variables)
+    latent_y10, probs_before = predict(images_y10)
+    latent_y1, probs_y1 = predict(images_y1)
+    attacked = np.argmax(probs_before, 1) == labels
+    n = len(labels)
+    out = dict(attacked=attacked, success=np.zeros(n, bool), target=np.full(n, -1, np.int32),
+               generations=np.zeros(n, np.int32), genes=np.zeros((n, NUM_GENES), np.float32),
+               generations_per_target=np.full((n, num_classes), -1, np.int32),
+               success_per_target=np.zeros((n, num_classes), bool))
+    engine = make_evaluator(evaluator, model, variables, spec.chunk())
+    log(f"attacking {int(attacked.sum())} of {n} images (correctly classified in Y10) with the "
+        f"{engine.name} evaluator, population {spec.population}, up to {spec.max_generations} generations")
+    if spec.targeted:
+        pending, spent = attacked.copy(), np.zeros(n, np.int32)
+        for rank in range(num_classes - 1):
+            # the rank-th class other than the true one, in increasing class order
+            targets = np.array([[c for c in range(num_classes) if c != y][rank] for y in labels], np.int32)
+            todo = np.flatnonzero(pending)
+            if todo.size == 0:
+                break
+            res = run_attack(engine, images_y10[todo], targets[todo], todo * num_classes + targets[todo], key,
+                             spec, targeted=True, mesh=mesh, progress=progress)
+            out["generations_per_target"][todo, targets[todo]] = res.generations
+            out["success_per_target"][todo, targets[todo]] = res.success
+            spent[todo] += res.generations
+            keep = res.success | (rank == 0)  # failures keep their first target's best attempt
+            out["genes"][todo[keep]] = res.genes[keep]
+            won = todo[res.success]
+            out["success"][won], out["target"][won] = True, targets[won]
+            out["generations"][won] = res.generations[res.success]
+            pending[won] = False
+        out["generations"][pending] = spent[pending]
+    else:
+        todo = np.flatnonzero(attacked)
+        res = run_attack(engine, images_y10[todo], labels[todo].astype(np.int32), todo * num_classes + labels[todo],
+                         key, spec, targeted=False, mesh=mesh, progress=progress)
+        out["success"][todo], out["generations"][todo], out["genes"][todo] = res.success, res.generations, res.genes
+    perturbed = np.asarray(perturb(jnp.asarray(images_y10), jnp.asarray(out["genes"])))
+    perturbed = np.where(out["attacked"][:, None, None, None], perturbed, images_y10)
+    latent_1p, probs_after = predict(perturbed)
+    row, col, rgb = decode(jnp.asarray(out["genes"]), images_y10.shape[1], images_y10.shape[2])
+    out.update(pixel=np.concatenate([np.stack([row, col], 1), rgb], 1).astype(np.float32),
+               probabilities_before=probs_before, probabilities_after=probs_after, probabilities_y1=probs_y1,
+               perturbed=perturbed.astype(np.float32), latent_y10=latent_y10, latent_1p=latent_1p,
+               latent_y1=latent_y1, labels=np.asarray(labels, np.int32))
+    log(f"one-pixel attack succeeded on {int(out['success'].sum())} of {int(attacked.sum())} attacked images")
+    return out
+
+
+def _latents_and_probs(model, variables, batch: int = 64):
+    from jaxrobust.train import make_predict
+
+    predict = make_predict(model, batch)
+
+    def run(images):
+        latent, logits = predict(variables, images)
+        logits = logits.astype(np.float64)
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        return latent, (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+    return run
+
+
+def flipped_under_both(attack_a: dict, attack_b: dict) -> np.ndarray:
+    """Images successfully attacked under both runs (the paper's 134/136-image sets)."""
+    return np.asarray(attack_a["success"]) & np.asarray(attack_b["success"])
+
+
+def attack_run(run_dir, data, config=None, progress: bool = True, log=print) -> dict:
+    """The paper protocol on a run's best model over the dataset's attack subsample.
+
+    Uses the first `attack.n_images` images of the seeded test subsample (regular_images_150.npy
+    etc.; drawn from the test split when the dataset has none). Writes attack.npz (per image)
+    and attack.json (settings, counts, timing). `config` overrides the run's attack settings.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from jaxrobust import checkpoint
+    from jaxrobust.data import store
+    from jaxrobust.rng import stream_key
+
+    run_dir = Path(run_dir)
+    model, variables, run_config = checkpoint.load_variables(run_dir)
+    config = config or run_config
+    spec = AttackSpec.from_config(config)
+    y10, y1, labels, index = attack_images(data, int(config.attack.n_images), int(config.seed))
+    start = time.perf_counter()
+    out = attack_protocol(model, variables, y10, y1, labels, stream_key(config.seed, "attack"), spec,
+                          config.attack.evaluator, progress=progress, log=log)
+    seconds = time.perf_counter() - start
+    out["test_index"] = index
+    store.atomic_save_npz(run_dir / "attack.npz", **out)
+    evaluations = int(((out["generations_per_target"] >= 0) * (out["generations_per_target"].clip(0) + 1)).sum()
+                      * spec.population) if spec.targeted else int((out["generations"] + 1)[out["attacked"]].sum() * spec.population)
+    info = {"attack_config": config.attack.to_dict(), "seed": int(config.seed), "images": int(len(labels)),
+            "attacked": int(out["attacked"].sum()), "successful": int(out["success"].sum()),
+            "seconds": round(seconds, 2), "candidate_evaluations": evaluations,
+            "candidates_per_second": round(evaluations / seconds, 1)}
+    store.atomic_write_json(run_dir / "attack.json", info)
+    log(f"{run_dir}: {info['successful']}/{info['attacked']} flipped in {seconds:.1f} s "
+        f"({info['candidates_per_second']:.0f} candidates/s)")
+    return info
+
+
+def attack_images(data, n_images: int, seed: int):
+    """(Y10, Y1, labels, test index) of the attack subsample: the dataset's 150 files if present
+    (their first n), else a seeded random draw of n test images."""
+    if data.subsample is not None:
+        sub = data.subsample
+        n = min(n_images, len(sub["labels"]))
+        index = sub.get("test_index")
+        index = np.arange(n) if index is None else np.asarray(index)[:n]
+        return sub["Y10"][:n], sub["Y1"][:n], np.asarray(sub["labels"][:n]), index
+    n_test = len(data.labels["test"])
+    index = np.sort(np.random.default_rng([seed, 150]).choice(n_test, size=min(n_images, n_test), replace=False))
+    return (data.images["Y10", "test"][index], data.images["Y1", "test"][index],
+            np.asarray(data.labels["test"][index]), index)

@@ -1,0 +1,197 @@
+"""The `jaxrobust` command line. Each subcommand is a thin shell over a library function.
+
+    jaxrobust simulate  --config configs/quick.py --out data/quick
+    jaxrobust train     --config configs/quick.py --data data/quick --workdir runs/reg [--da]
+    jaxrobust evaluate  --workdir runs/reg
+    jaxrobust attack    --workdir runs/reg
+    jaxrobust analyze   --workdir runs/reg --compare runs/da
+    jaxrobust reproduce --config configs/quick.py --workdir runs/quick
+    jaxrobust bench     attack --quick
+
+Config overrides go after the options as dotted key=value pairs, e.g.
+`jaxrobust train ... train.epochs=5 train.learning_rate=1e-4`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DESCRIPTION = """How robust is my galaxy classifier? jaxrobust re-creates the DeepAdversaries study
+(Ciprijanovic et al. 2022) in JAX: simulated LSST-like galaxy images at two noise levels (Y10,
+Y1), ConvNet/ResNet18 classifiers trained with and without domain adaptation, one-pixel attacks,
+and the latent-space robustness analysis. Start with `jaxrobust reproduce` (the whole study on
+a small simulated dataset, minutes on a laptop)."""
+
+OVERRIDES_HELP = "config overrides as dotted key=value pairs, e.g. train.epochs=5 attack.population=100"
+
+
+def _add_config(p, default="quick"):
+    p.add_argument("--config", default=default,
+                   help="config file (configs/*.py) or bundled name: quick, paper_convnet, paper_resnet18 "
+                        f"(default: {default})")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxrobust", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--distributed", action="store_true",
+                        help="call jax.distributed.initialize() first (multi-host runs)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = sub.add_parser("simulate", help="simulate an LSST-like Y10/Y1 dataset with GalSim",
+                       description="Draw galaxies with GalSim in g, r, i (electrons), observe each at Y10 "
+                                   "and Y1 depth, label by Gini-M20, augment mergers, split 70:10:20 and "
+                                   "write the paper's Zenodo layout plus metadata and preview figures.")
+    _add_config(p)
+    p.add_argument("--out", required=True, type=Path, help="output folder for the dataset")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: config data.workers, 0 = all cores)")
+
+    p = sub.add_parser("train", help="train a model (regular, or with domain adaptation via --da)",
+                       description="Train config.model on the Y10 training split; with --da (or "
+                                   "train.domain_adaptation=True) add the MMD between Y10 and Y1 latents. "
+                                   "Writes config.json, metrics.jsonl, checkpoints/ and figures/.")
+    _add_config(p)
+    p.add_argument("--data", required=True, type=Path, help="dataset folder (simulated, or the Zenodo .npy files)")
+    p.add_argument("--workdir", required=True, type=Path, help="run folder to write")
+    p.add_argument("--da", action="store_true", help="domain adaptation (same as train.domain_adaptation=True)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+
+    p = sub.add_parser("evaluate", help="test-set metrics (paper Tables 2/4), predictions and latents",
+                       description="Restore the best checkpoint of a run, predict the Y10 and Y1 test sets, "
+                                   "write evaluation.json, predictions.npz, latents.npz and confusion matrices.")
+    p.add_argument("--workdir", required=True, type=Path, help="a training run folder")
+    p.add_argument("--data", type=Path, default=None, help="dataset folder (default: the one the run trained on)")
+
+    p = sub.add_parser("attack", help="one-pixel attack on the test subsample (paper protocol)",
+                       description="Differential-evolution one-pixel attack of every correctly classified "
+                                   "Y10 image of the seeded test subsample, towards each other class in turn. "
+                                   "Writes attack.npz and attack.json into the run folder.")
+    p.add_argument("--workdir", required=True, type=Path, help="a training run folder")
+    p.add_argument("--data", type=Path, default=None, help="dataset folder (default: the one the run trained on)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="attack overrides, e.g. attack.population=100 attack.n_images=10 attack.evaluator=full")
+
+    p = sub.add_parser("analyze", help="latent distances, JS distance, church windows, isomaps, report.md",
+                       description="Analyse one run, or a regular run against a DA run (--compare), and "
+                                   "write analysis.json, figures/ and report.md.")
+    p.add_argument("--workdir", required=True, type=Path, help="a run folder (evaluated and attacked)")
+    p.add_argument("--compare", type=Path, default=None, help="the other run (regular vs DA) to compare with")
+    p.add_argument("--out", type=Path, default=None, help="where to write the report (default: --workdir)")
+
+    p = sub.add_parser("reproduce", help="the whole study: simulate, train reg + DA, evaluate, attack, analyze",
+                       description="Run every stage into --workdir; stages whose outputs exist and are "
+                                   "current are skipped, so a rerun resumes after an interruption.")
+    _add_config(p)
+    p.add_argument("--workdir", required=True, type=Path, help="output folder of the study")
+    p.add_argument("--data", type=Path, default=None, help="use this dataset instead of simulating one")
+
+    p = sub.add_parser("bench", help="benchmarks (JSON): simulate, train, attack",
+                       description="Run scripts/bench_<what>.py from a source checkout; extra arguments "
+                                   "are passed through (e.g. --quick).")
+    p.add_argument("what", choices=("simulate", "train", "attack"))
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
+    return parser
+
+
+def _data_dir(args, config) -> Path:
+    if args.data is not None:
+        return args.data
+    source = config.data.source
+    if source in ("", "simulate"):
+        raise SystemExit("error: the run does not record its dataset; pass --data DIR")
+    return Path(source)
+
+
+def _run_attack_overrides(config, overrides):
+    from jaxrobust import config as config_lib
+
+    bad = [o for o in overrides if not o.split("=", 1)[0].startswith(("attack.", "seed"))]
+    if bad:
+        raise SystemExit(f"error: `attack` takes attack.* overrides only, got {bad}")
+    return config_lib.copy_with(config, {k: config_lib.parse_value(v) for k, v in (o.split("=", 1) for o in overrides)})
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from jaxrobust import config as config_lib
+    from jaxrobust.data import DataError
+
+    if args.distributed:
+        from jaxrobust import parallel
+
+        parallel.maybe_initialize_distributed()
+    try:
+        return _dispatch(args, config_lib)
+    except (config_lib.ConfigError, DataError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args, config_lib) -> int:
+    if args.command == "simulate":
+        from jaxrobust.data import simulate
+
+        config = config_lib.load_config(args.config, args.overrides)
+        info = simulate.simulate_dataset(config, args.out, workers=args.workers)
+        print(f"wrote {args.out}: {info['images_per_split']} images per split (spiral, elliptical, merger); "
+              f"{info['simulation_seconds']:.0f} s; rejection rate {info['rejection_rate']}")
+    elif args.command == "train":
+        from jaxrobust import train
+        from jaxrobust.data import load_prepared
+
+        overrides = list(args.overrides) + (["train.domain_adaptation=True"] if args.da else [])
+        overrides.append(f"data.source='{args.data.resolve()}'")
+        config = config_lib.load_config(args.config, overrides)
+        summary = train.train_and_evaluate(config, args.workdir, load_prepared(args.data, config), resume=args.resume)
+        print(f"best validation accuracy {summary.get('best_val_acc_y10', float('nan')):.3f} "
+              f"at epoch {summary.get('best_epoch', -1) + 1}; run in {args.workdir}")
+    elif args.command == "evaluate":
+        from jaxrobust import evaluate
+        from jaxrobust.data import load_prepared
+
+        config = _saved_config(args.workdir, config_lib)
+        results = evaluate.evaluate_run(args.workdir, load_prepared(_data_dir(args, config), config))
+        print(evaluate.metrics_table({"run": results}))
+    elif args.command == "attack":
+        from jaxrobust import attack
+        from jaxrobust.data import load_prepared
+
+        config = _run_attack_overrides(_saved_config(args.workdir, config_lib), args.overrides)
+        attack.attack_run(args.workdir, load_prepared(_data_dir(args, config), config), config)
+    elif args.command == "analyze":
+        from jaxrobust import report
+
+        runs = [args.workdir] + ([args.compare] if args.compare else [])
+        report.analyze(runs, out_dir=args.out)
+    elif args.command == "reproduce":
+        from jaxrobust import pipeline
+
+        config = config_lib.load_config(args.config, args.overrides)
+        pipeline.reproduce(config, args.workdir, args.data)
+    elif args.command == "bench":
+        return _bench(args)
+    return 0
+
+
+def _saved_config(run_dir: Path, config_lib):
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not a training run folder; run `jaxrobust train` first")
+    return config_lib.from_json(path.read_text())
+
+
+def _bench(args) -> int:
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / f"bench_{args.what}.py"
+    if not script.exists():
+        raise SystemExit(f"error: {script} not found; benchmarks run from a source checkout")
+    sys.argv = [str(script)] + list(args.args)
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""`jaxrobust analyze`: latent-space analysis of one run (or a regular/DA pair) and report.md.
+
+Reads what train, evaluate and attack wrote (evaluation.json, latents.npz, predictions.npz,
+attack.npz), computes the paper's robustness measures with jaxrobust.latent, draws the figures
+with jaxrobust.plots, and writes analysis.json and report.md with our numbers beside the
+paper's Tables 2-5.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jaxrobust import evaluate, latent, plots
+from jaxrobust.data import store
+
+# The paper's numbers (Ćiprijanović et al. 2022, TNG100 data): Tables 2-5 and Figure 6.
+PAPER = {
+    "resnet18": {
+        "metrics": {"Reg": {"Y10": dict(accuracy=0.72, precision=0.76, recall=0.72, f1=0.72),
+                            "Y1": dict(accuracy=0.43, precision=0.61, recall=0.43, f1=0.36)},
+                    "DA": {"Y10": dict(accuracy=0.82, precision=0.82, recall=0.82, f1=0.82),
+                           "Y1": dict(accuracy=0.66, precision=0.67, recall=0.66, f1=0.67)}},
+        "distances": {"Y10-Y1": {"Reg": (18.1, 20.2, 1.0), "DA": (26.4, 29.7, 1.5)},
+                      "Y10-1P": {"Reg": (16.0, 16.8, 0.4), "DA": (35.8, 38.1, 1.3)}},
+        "js": {"Y10-Y1": 0.24, "Y10-1P": 0.64},
+        "flipped_under_both": 136,
+    },
+    "convnet": {
+        "metrics": {"Reg": {"Y10": dict(accuracy=0.70, precision=0.72, recall=0.70, f1=0.70),
+                            "Y1": dict(accuracy=0.48, precision=0.67, recall=0.48, f1=0.42)},
+                    "DA": {"Y10": dict(accuracy=0.69, precision=0.70, recall=0.69, f1=0.69),
+                           "Y1": dict(accuracy=0.57, precision=0.62, recall=0.57, f1=0.58)}},
+        "distances": {"Y10-Y1": {"Reg": (6.3, 6.7, 0.2), "DA": (6.9, 8.3, 0.3)},
+                      "Y10-1P": {"Reg": (2.8, 3.1, 0.1), "DA": (3.6, 4.1, 0.2)}},
+        "js": {"Y10-Y1": 0.26, "Y10-1P": None},  # the ConvNet 1P value is not legible in the text
+        "flipped_under_both": 134,
+    },
+}
+
+
+def load_attack(run_dir: Path) -> dict:
+    path = Path(run_dir) / "attack.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: run `jaxrobust attack --workdir {run_dir}` first")
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _load_npz(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: run `jaxrobust evaluate --workdir {path.parent}` first")
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _run_config(run_dir: Path):
+    from jaxrobust.config import from_json
+
+    return from_json((Path(run_dir) / "config.json").read_text())
+
+
+def _training_name(config) -> str:
+    return "DA" if config.train.domain_adaptation else "Reg"
+
+
+class RunArtifacts:
+    """Everything a finished run wrote, loaded once."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir)
+        self.config = _run_config(self.dir)
+        self.name = _training_name(self.config)
+        self.evaluation = evaluate.load_evaluation(self.dir)
+        self.latents = _load_npz(self.dir / "latents.npz")
+        self.predictions = _load_npz(self.dir / "predictions.npz")
+        self.attack = load_attack(self.dir)
+        info = self.dir / "attack.json"
+        self.attack_info = json.loads(info.read_text()) if info.exists() else {}
+        self.history = [json.loads(x) for x in (self.dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+    def head_fn(self):
+        from jaxrobust import checkpoint
+
+        model, variables, _ = checkpoint.load_variables(self.dir)
+        return lambda z: model.apply(variables, z, method=model.head)
+
+
+def distance_sets(run: RunArtifacts, selection: np.ndarray) -> dict:
+    """dE(Y10, Y1) and dE(Y10, 1P) over the selected attacked images."""
+    a = run.attack
+    return {"Y10-Y1": latent.euclidean_distances(a["latent_y10"][selection], a["latent_y1"][selection]),
+            "Y10-1P": latent.euclidean_distances(a["latent_y10"][selection], a["latent_1p"][selection])}
+
+
+def church_windows(run: RunArtifacts, images: np.ndarray, figures: Path, analysis_config) -> list[str]:
+    """Church-window figures for the given attacked images; returns the file names."""
+    head = run.head_fn()
+    a, axis, names = run.attack, latent.window_axis(), []
+    for i in images:
+        classes = latent.church_window(head, a["latent_y10"][i], a["latent_1p"][i], a["latent_y1"][i])
+        name = f"church_window_{run.name.lower()}_{int(i)}.png"
+        plots.church_window(figures / name, classes, axis, int(a["labels"][i]), int(a["target"][i]),
+                            title_prefix=f"{run.name}: ")
+        names.append(name)
+    return names
+
+
+def isomaps(run: RunArtifacts, triplets: np.ndarray, figures: Path, analysis_config, seed: int) -> list[str]:
+    """2D and 3D isomaps of random test galaxies (Y10 and Y1) plus the attacked triplets."""
+    rng = np.random.default_rng(seed)
+    n_test = len(run.latents["latent_y10"])
+    pick = np.sort(rng.choice(n_test, size=min(int(analysis_config.isomap_points), n_test), replace=False))
+    z10, z1 = run.latents["latent_y10"][pick], run.latents["latent_y1"][pick]
+    p10, p1 = run.predictions["predicted_y10"][pick], run.predictions["predicted_y1"][pick]
+    a = run.attack
+    trip = [a["latent_y10"][triplets], a["latent_y1"][triplets], a["latent_1p"][triplets]]
+    trip_classes = [np.argmax(a["probabilities_before"][triplets], 1), np.argmax(a["probabilities_y1"][triplets], 1),
+                    np.argmax(a["probabilities_after"][triplets], 1)]
+    n = len(pick)
+    proj = latent.isomap(np.concatenate([z10, z1] + trip), 2, analysis_config.isomap_neighbors)
+    k = len(triplets)
+    proj_trip = [proj[2 * n + j * k: 2 * n + (j + 1) * k] for j in range(3)]
+    tag = run.name.lower()
+    title = f"{run.config.model.name}, {run.name}: {n} test galaxies, Y10 filled / Y1 empty"
+    names = [plots.isomap_2d(figures / f"isomap2d_{tag}.png", proj[:n], proj[n:2 * n], p10, p1, proj_trip,
+                             trip_classes, title).name]
+    proj3 = latent.isomap(np.concatenate([z10, z1]), 3, analysis_config.isomap_neighbors)
+    names.append(plots.isomap_3d(figures / f"isomap3d_{tag}.png", proj3[:n], proj3[n:], p10, p1, title).name)
+    if analysis_config.animation:
+        names.append(plots.isomap_animation(figures / f"isomap3d_{tag}.gif", proj3[:n], proj3[n:], p10, p1,
+                                            title=f"{run.config.model.name}, {run.name}").name)
+    return names
+
+
+def analyze(run_dirs: list[Path], out_dir: Path | None = None, log=print) -> dict:
+    """Analysis of one run, or of a regular and a DA run of the same model (any order).
+
+    Writes analysis.json, figures/ and report.md into `out_dir` (default: the first run).
+    """
+    start = time.perf_counter()
+    runs = [RunArtifacts(d) for d in run_dirs]
+    if len({r.name for r in runs}) != len(runs):
+        raise ValueError("compare a regular run with a DA run (`--compare`); both given runs are "
+                         f"{runs[0].name}")
+    runs.sort(key=lambda r: r.name != "Reg")
+    out_dir = Path(out_dir or runs[0].dir)
+    figures = out_dir / "figures"
+    analysis_config = runs[0].config.analysis
+    success = [r.attack["success"].astype(bool) for r in runs]
+    selection = np.logical_and.reduce(success) if len(runs) == 2 else success[0]
+    chosen = np.flatnonzero(selection)
+    result = {"runs": {}, "selection": {"n": int(selection.sum()),
+                                        "rule": "flipped under both runs" if len(runs) == 2 else "successful attacks"}}
+    distances = {}
+    for run in runs:
+        distances[run.name] = distance_sets(run, selection)
+        attacked = run.attack["attacked"].astype(bool)
+        result["runs"][run.name] = {
+            "dir": str(run.dir), "model": run.config.model.name, "test_metrics": run.evaluation,
+            "attack": {"attacked": int(attacked.sum()), "successful": int(run.attack["success"].sum()),
+                       "success_rate": float(run.attack["success"][attacked].mean()) if attacked.any() else float("nan"),
+                       "median_generations_success": float(np.median(run.attack["generations"][run.attack["success"]]))
+                       if run.attack["success"].any() else float("nan"), **run.attack_info},
+            "distances": {k: latent.distance_summary(v, int(analysis_config.bootstrap)) for k, v in distances[run.name].items()},
+            "training": {"epochs": len(run.history), "seconds": float(sum(h["seconds"] for h in run.history))},
+        }
+    figure_names = {"church_windows": [], "isomaps": [], "histograms": []}
+    if chosen.size:
+        triplets = chosen[: max(1, int(analysis_config.church_windows))]
+        for run in runs:
+            figure_names["church_windows"] += church_windows(run, triplets, figures, analysis_config)
+            figure_names["isomaps"] += isomaps(run, triplets[:1], figures, analysis_config, seed=runs[0].config.seed)
+    if len(runs) == 2 and chosen.size:
+        bins = int(analysis_config.histogram_bins)
+        panels = []
+        for key in ("Y10-Y1", "Y10-1P"):
+            reg, da = distances["Reg"][key], distances["DA"][key]
+            js = latent.js_distance(reg, da, bins)
+            result.setdefault("js_distance", {})[key] = js
+            panels.append({"title": f"{key} distance", "regular": reg, "da": da,
+                           "bins": latent.common_bins(reg, da, bins), "js": js})
+        name = f"distances_{runs[0].config.model.name}.png"
+        plots.distance_histograms(figures / name, panels, title=f"{runs[0].config.model.name}: latent distances "
+                                  f"({int(selection.sum())} images flipped under both)")
+        figure_names["histograms"].append(name)
+    result["figures"] = figure_names
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    store.atomic_write_json(out_dir / "analysis.json", result)
+    store.atomic_write_bytes(out_dir / "report.md", render_report(runs, result, out_dir).encode())
+    log(f"wrote {out_dir / 'report.md'}")
+    return result
+
+
+# --- report.md ---
+def _fmt(x, digits=2):
+    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def distance_table(result: dict, paper: dict | None) -> str:
+    lines = ["| Perturbation | Training | Median | Mean | St. err. | mean 95 % CI | paper median / mean / st. err. |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for key in ("Y10-Y1", "Y10-1P"):
+        for name, run in result["runs"].items():
+            s = run["distances"][key]
+            ref = paper["distances"][key][name] if paper else None
+            ref_txt = " / ".join(f"{v}" for v in ref) if ref else ""
+            lines.append(f"| {key} | {name} | {_fmt(s['median'])} | {_fmt(s['mean'])} | ±{_fmt(s['std_error'])} | "
+                         f"[{_fmt(s['mean_ci'][0])}, {_fmt(s['mean_ci'][1])}] | {ref_txt} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_report(runs: list[RunArtifacts], result: dict, out_dir: Path) -> str:
+    from jaxrobust.data.simulate import _package_versions
+
+    model = runs[0].config.model.name
+    paper = PAPER.get(model)
+    rel = lambda p: Path(p).name  # noqa: E731
+    parts = [f"# jaxrobust report: {model}, {' vs '.join(r.name for r in runs)}\n",
+             "All numbers below come from the runs in this folder; the paper's numbers (TNG100 data, "
+             "Ćiprijanović et al. 2022) are in brackets or in the last column. Our simulated data differ "
+             "from the paper's, so levels differ; the directions are what to compare.\n",
+             "## Classification (paper Tables 2 and 4)\n",
+             evaluate.metrics_table({r.name: result["runs"][r.name]["test_metrics"] for r in runs},
+                                    paper["metrics"] if paper else None)]
+    parts.append("\n## One-pixel attack\n")
+    parts.append("| Training | attacked (correct in Y10) | successful | success rate | median generations (successes) |"
+                 " seconds |\n| --- | --- | --- | --- | --- | --- |\n")
+    for r in runs:
+        a = result["runs"][r.name]["attack"]
+        parts.append(f"| {r.name} | {a['attacked']} | {a['successful']} | {_fmt(a['success_rate'])} | "
+                     f"{_fmt(a['median_generations_success'], 1)} | {_fmt(a.get('seconds'), 1)} |\n")
+    sel = result["selection"]
+    parts.append(f"\n## Latent distances (paper Tables 3 and 5): {sel['n']} images, {sel['rule']}\n\n")
+    if paper and len(runs) == 2:
+        parts.append(f"(paper: {paper['flipped_under_both']} images)\n\n")
+    parts.append(distance_table(result, paper if len(runs) == 2 else None))
+    if "js_distance" in result:
+        js = result["js_distance"]
+        parts.append(f"\nJensen-Shannon distance (base 2) between the regular and DA dE histograms: "
+                     f"Y10-Y1 {_fmt(js['Y10-Y1'])}, Y10-1P {_fmt(js['Y10-1P'])}"
+                     + (f" (paper: {paper['js']['Y10-Y1']}, {_fmt(paper['js']['Y10-1P'])})" if paper else "") + ".\n")
+    parts.append("\n## Figures\n")
+    figs = result["figures"]
+    for name in figs["histograms"]:
+        parts.append(f"\n![distances](figures/{rel(name)})\n")
+    for name in figs["church_windows"]:
+        parts.append(f"\n![church window](figures/{rel(name)})\n")
+    for name in figs["isomaps"]:
+        parts.append(f"\n![isomap](figures/{rel(name)})\n")
+    for r in runs:
+        for fig in ("training_curves.png", "confusion_matrices.png"):
+            if (r.dir / "figures" / fig).exists():
+                parts.append(f"\n![{r.name} {fig}]({os.path.relpath(r.dir / 'figures' / fig, out_dir)})\n")
+    parts.append("\n## Runs, timings and versions\n\n")
+    for r in runs:
+        run = result["runs"][r.name]
+        parts.append(f"- {r.name}: `{r.dir}`; {run['training']['epochs']} epochs in "
+                     f"{run['training']['seconds']:.0f} s; attack {_fmt(run['attack'].get('seconds'), 0)} s\n")
+    parts.append(f"- analysis: {result['seconds']:.0f} s\n")
+    parts.append(f"- platform: {platform.platform()}, Python {platform.python_version()}\n")
+    parts.append(f"- versions: {json.dumps(_package_versions())}\n")
+    parts.append("\n<details><summary>Config of the first run</summary>\n\n```json\n"
+                 + json.dumps(runs[0].config.to_dict(), indent=1, default=list) + "\n```\n</details>\n")
+    return "".join(parts)
