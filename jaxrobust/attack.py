@@ -130,13 +130,40 @@ def best_member(fitness: jax.Array, targeted: bool) -> jax.Array:
 
 
 # --- Evaluators: the probabilities of every candidate of every active task ---
+def chunked_scores(score_chunk: Callable, genes: jax.Array, active: jax.Array, chunk: int,
+                   n_classes: int) -> jax.Array:
+    """Probabilities of every candidate of the active tasks, `chunk` candidates at a time.
+
+    `score_chunk(task (chunk,), genes (chunk, 5)) -> probabilities (chunk, n_classes)`. Tasks
+    are ordered active-first and a loop with a data-dependent trip count runs
+    ceil(active x P / chunk) chunks, so finished tasks cost nothing and one compiled program
+    serves any number of active tasks. Inactive tasks get zeros.
+    """
+    tasks, population = genes.shape[:2]
+    order = jnp.argsort(~active, stable=True)  # active tasks first
+    total = parallel.round_up(tasks * population, chunk)
+    pad = total - tasks * population
+    flat_genes = jnp.pad(genes[order].reshape(-1, NUM_GENES), ((0, pad), (0, 0)))
+    flat_task = jnp.pad(jnp.repeat(order, population), (0, pad))
+
+    def body(i, out):
+        start = i * chunk
+        probs = score_chunk(jax.lax.dynamic_slice_in_dim(flat_task, start, chunk),
+                            jax.lax.dynamic_slice_in_dim(flat_genes, start, chunk))
+        return jax.lax.dynamic_update_slice_in_dim(out, probs.astype(jnp.float32), start, axis=0)
+
+    n_chunks = (jnp.sum(active) * population + chunk - 1) // chunk
+    out = jax.lax.fori_loop(0, n_chunks, body, jnp.zeros((total, n_classes), jnp.float32))
+    per_task = out[:tasks * population].reshape(tasks, population, n_classes)
+    per_task = jnp.zeros_like(per_task).at[order].set(per_task)
+    return jnp.where(active[:, None, None], per_task, 0.0)  # the last chunk may spill into inactive ones
+
+
 class FullEvaluator:
-    """Scores candidates by a full forward pass of the perturbed images, in fixed-size chunks.
+    """Scores candidates by a full forward pass of the perturbed images.
 
     `logits_fn` maps (B, H, W, C) stretched images to (B, classes) logits (the model in eval
-    mode). The cache of a task is its clean image. Only the candidates of active tasks are
-    evaluated: tasks are ordered active-first and a loop with a data-dependent trip count runs
-    ceil(active x P / chunk) chunks, so one compiled program serves any number of active tasks.
+    mode). The cache of a task is its clean image.
     """
 
     name = "full"
@@ -149,25 +176,11 @@ class FullEvaluator:
 
     def probabilities(self, cache: jax.Array, genes: jax.Array, active: jax.Array) -> jax.Array:
         """cache (T, H, W, C) clean images, genes (T, P, 5), active (T,) -> (T, P, classes)."""
-        tasks, population = genes.shape[:2]
-        order = jnp.argsort(~active, stable=True)  # active tasks first
-        n_candidates = jnp.sum(active) * population
-        total = parallel.round_up(tasks * population, self.chunk)
-        flat_genes = jnp.pad(genes[order].reshape(-1, NUM_GENES), ((0, total - tasks * population), (0, 0)))
-        flat_task = jnp.pad(jnp.repeat(order, population), (0, total - tasks * population))
+        def score(task, g):
+            return jax.nn.softmax(self.logits_fn(perturb(cache[task], g)).astype(jnp.float32), axis=-1)
+
         n_classes = jax.eval_shape(self.logits_fn, cache[:1]).shape[-1]
-
-        def body(i, out):
-            start = i * self.chunk
-            g = jax.lax.dynamic_slice_in_dim(flat_genes, start, self.chunk)
-            t = jax.lax.dynamic_slice_in_dim(flat_task, start, self.chunk)
-            probs = jax.nn.softmax(self.logits_fn(perturb(cache[t], g)).astype(jnp.float32), axis=-1)
-            return jax.lax.dynamic_update_slice_in_dim(out, probs, start, axis=0)
-
-        n_chunks = (n_candidates + self.chunk - 1) // self.chunk
-        out = jax.lax.fori_loop(0, n_chunks, body, jnp.zeros((total, n_classes), jnp.float32))
-        per_task = out[:tasks * population].reshape(tasks, population, n_classes)
-        return jnp.zeros_like(per_task).at[order].set(per_task)
+        return chunked_scores(score, genes, active, self.chunk, n_classes)
 
 
 # --- Device state of the resident tasks ---
@@ -343,18 +356,12 @@ def logits_function(model, variables) -> Callable:
 
 
 def make_evaluator(name: str, model, variables, chunk: int):
-    """"full", "incremental" or "auto" (incremental where the model supports it)."""
-    if name in ("incremental", "auto"):
-        try:
-            from jaxrobust import incremental
-        except ImportError:
-            incremental = None
-        if incremental is not None and incremental.supports(model):
-            return incremental.IncrementalEvaluator(model, variables, chunk)
-        if name == "incremental":
-            raise ValueError(f"the incremental evaluator does not support {type(model).__name__}; "
-                             "use attack.evaluator='full'")
-    elif name != "full":
+    """"full", "incremental" or "auto" (incremental where the model supports it, else full)."""
+    from jaxrobust import incremental
+
+    if name == "incremental" or (name == "auto" and incremental.supports(model)):
+        return incremental.IncrementalEvaluator(model, variables, chunk)  # refuses what it cannot do
+    if name not in ("full", "auto"):
         raise ValueError(f"attack.evaluator must be full, incremental or auto, got {name!r}")
     return FullEvaluator(logits_function(model, variables), chunk)
 

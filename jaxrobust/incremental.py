@@ -1,0 +1,155 @@
+"""Exact incremental scoring of one-pixel candidates: recompute only what the pixel changes.
+
+A one-pixel candidate at (r, c) changes a 5 x 5 window of the ConvNet's first conv output, at
+most 3 x 3 cells of each pooled map, and 3 x 3 x 32 of the 4,608 bottleneck inputs. From the
+clean image we keep every pooled activation once (`convnet_cache`); a candidate then
+
+  1. cuts the 10 x 10 input patch behind a 3 x 3 window of pool1 (zero padding included by
+     padding the cached image), sets the pixel, and runs conv1 (BatchNorm folded) + ReLU +
+     max-pool on the patch alone -> the new 3 x 3 x 8 pool1 window;
+  2. cuts the 8 x 8 patch of the clean pool1 map behind the pool2 window that can change,
+     splices the new pool1 window into it, and runs conv2 + ReLU + pool -> 3 x 3 x 16;
+  3. the same for conv3 -> the new 3 x 3 x 32 pool3 window;
+  4. latent = latent_clean + W[window rows] . (new - clean window); the head follows.
+
+The windows are fixed-size (3 pooled cells a side) with data-dependent, border-clipped origins,
+so shapes stay static and every candidate of a chunk runs as one batched program. Each window
+contains every cell the pixel can change (proved by the origin arithmetic in `_next_origin`),
+and cells it recomputes but the pixel cannot change come out equal to the cache, so the result
+equals a full forward pass of the perturbed image up to float rounding. About 0.5 MFLOP per
+candidate instead of 25.9.
+
+ResNet18's receptive field grows past its feature maps within two stages; only the ConvNet is
+supported here (`supports`), and the attack falls back to the full evaluator elsewhere.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxrobust.attack import NUM_GENES, chunked_scores, decode
+from jaxrobust.models import ConvNet
+from jaxrobust.models import folded as folded_lib
+
+WINDOW = 3  # pooled cells per side of every recomputed window
+CONV1_PATCH = 2 * WINDOW + 4  # 6 conv1 outputs + 5x5 kernel - 1
+CONV_PATCH = 2 * WINDOW + 2  # 6 conv outputs + 3x3 kernel - 1
+
+
+def supports(model) -> bool:
+    """Whether the incremental evaluator can score this model exactly."""
+    return isinstance(model, ConvNet) and model.latent_dim > 0
+
+
+def check_supported(model, variables) -> None:
+    """Refuses models it cannot score, and BatchNorm statistics it cannot fold."""
+    if not supports(model):
+        raise ValueError(f"incremental evaluation supports the ConvNet only, not {type(model).__name__}; "
+                         "use attack.evaluator='full'")
+    if "batch_stats" not in variables:
+        raise ValueError("incremental evaluation needs eval-mode BatchNorm (running statistics in "
+                         "variables['batch_stats']); train-mode BatchNorm depends on the whole batch")
+
+
+def convnet_cache(folded: dict, images: jax.Array) -> dict:
+    """Clean activations of (T, 100, 100, 3) images, padded for the patch cuts."""
+    (w1, b1), (w2, b2), (w3, b3) = folded["conv"]
+    a1 = folded_lib.conv_block(images, w1, b1, 2)  # (T, 50, 50, 8)
+    a2 = folded_lib.conv_block(a1, w2, b2, 1)  # (T, 25, 25, 16)
+    a3 = folded_lib.conv_block(a2, w3, b3, 1)  # (T, 12, 12, 32)
+    wb, bb = folded["bottleneck"]
+    pad = lambda x, p: jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))  # noqa: E731
+    return {"image": pad(images, 2), "pool1": pad(a1, 1), "pool2": pad(a2, 1), "pool3": a3,
+            "latent": a3.reshape(a3.shape[0], -1) @ wb + bb}
+
+
+def _next_origin(origin: jax.Array, size_next: int) -> jax.Array:
+    """Origin of the next pooled window from this one's origin w (3x3 conv, pad 1, pool 2).
+
+    Cells w..w+2 change conv outputs w-1..w+3 and so pooled cells floor((w-1)/2) ..
+    floor((w+3)/2): exactly 3, clipped into the map. The 8-row input patch of that window,
+    rows 2 o - 1 .. 2 o + 6, then contains w..w+2 (2 o is w - 2 or w - 1 when unclipped).
+    """
+    return jnp.clip(jnp.floor_divide(origin - 1, 2), 0, size_next - WINDOW)
+
+
+def _splice(patch: jax.Array, window: jax.Array, row: jax.Array, col: jax.Array) -> jax.Array:
+    """patch (S, S, C) with window (3, 3, C) written at (row, col), by index arithmetic."""
+    size = patch.shape[0]
+    i = jnp.arange(size)
+    local_r, local_c = i - row, i - col
+    inside = ((local_r >= 0) & (local_r < WINDOW))[:, None] & ((local_c >= 0) & (local_c < WINDOW))[None, :]
+    moved = window[jnp.clip(local_r, 0, WINDOW - 1)][:, jnp.clip(local_c, 0, WINDOW - 1)]
+    return jnp.where(inside[..., None], moved, patch)
+
+
+def _block_on_patch(patch: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """conv (VALID: the patch carries its padding) + ReLU + 2x2 pool on one patch -> (3, 3, C)."""
+    return folded_lib.conv_block(patch[None], kernel, bias, 0)[0]
+
+
+def candidate_logits(folded: dict, cache: dict, task: jax.Array, genes: jax.Array) -> jax.Array:
+    """Logits (classes,) of one candidate (5,) on the clean image of task `task`."""
+    (w1, b1), (w2, b2), (w3, b3) = folded["conv"]
+    height = cache["image"].shape[1] - 4
+    width = cache["image"].shape[2] - 4
+    row, col, rgb = decode(genes, height, width)
+    task, zero = jnp.asarray(task, jnp.int32), jnp.int32(0)
+    n_pool1 = cache["pool1"].shape[1] - 2
+    n_pool2 = cache["pool2"].shape[1] - 2
+    n_pool3 = cache["pool3"].shape[1]
+    # 1. conv1: pixel r changes conv1 rows r-2..r+2, pooled rows floor((r-2)/2)..floor((r+2)/2).
+    o1r = jnp.clip(jnp.floor_divide(row - 2, 2), 0, n_pool1 - WINDOW)
+    o1c = jnp.clip(jnp.floor_divide(col - 2, 2), 0, n_pool1 - WINDOW)
+    patch = jax.lax.dynamic_slice(cache["image"], (task, 2 * o1r, 2 * o1c, zero), (1, CONV1_PATCH, CONV1_PATCH, 3))[0]
+    i = jnp.arange(CONV1_PATCH)
+    hit = (i[:, None] == row + 2 - 2 * o1r) & (i[None, :] == col + 2 - 2 * o1c)
+    new1 = _block_on_patch(jnp.where(hit[..., None], rgb.astype(patch.dtype), patch), w1, b1)
+    # 2. conv2 on the clean pool1 patch with the new window spliced in.
+    o2r, o2c = _next_origin(o1r, n_pool2), _next_origin(o1c, n_pool2)
+    patch = jax.lax.dynamic_slice(cache["pool1"], (task, 2 * o2r, 2 * o2c, zero), (1, CONV_PATCH, CONV_PATCH, w2.shape[2]))[0]
+    new2 = _block_on_patch(_splice(patch, new1, o1r + 1 - 2 * o2r, o1c + 1 - 2 * o2c), w2, b2)
+    # 3. conv3 likewise.
+    o3r, o3c = _next_origin(o2r, n_pool3), _next_origin(o2c, n_pool3)
+    patch = jax.lax.dynamic_slice(cache["pool2"], (task, 2 * o3r, 2 * o3c, zero), (1, CONV_PATCH, CONV_PATCH, w3.shape[2]))[0]
+    new3 = _block_on_patch(_splice(patch, new2, o2r + 1 - 2 * o3r, o2c + 1 - 2 * o3c), w3, b3)
+    # 4. bottleneck: only the rows of the changed features.
+    old3 = jax.lax.dynamic_slice(cache["pool3"], (task, o3r, o3c, zero), (1, WINDOW, WINDOW, w3.shape[3]))[0]
+    wb, _ = folded["bottleneck"]
+    w_grid = wb.reshape(n_pool3, n_pool3, w3.shape[3], wb.shape[1])
+    w_window = jax.lax.dynamic_slice(w_grid, (o3r, o3c, zero, zero), (WINDOW, WINDOW, w3.shape[3], wb.shape[1]))
+    latent = cache["latent"][task] + jnp.einsum("ijc,ijcd->d", new3 - old3, w_window)
+    wh, bh = folded["head"]
+    return latent @ wh + bh
+
+
+class IncrementalEvaluator:
+    """Attack evaluator with the same interface as attack.FullEvaluator, for the ConvNet."""
+
+    name = "incremental"
+
+    def __init__(self, model, variables, chunk: int):
+        check_supported(model, variables)
+        self.folded = folded_lib.fold_convnet(variables)
+        self.chunk = int(chunk)
+        self.n_classes = model.num_classes
+
+    def prepare(self, images: jax.Array) -> dict:
+        return convnet_cache(self.folded, images)
+
+    def probabilities(self, cache: dict, genes: jax.Array, active: jax.Array) -> jax.Array:
+        """cache of T tasks, genes (T, P, 5), active (T,) -> (T, P, classes)."""
+        score_one = lambda t, g: candidate_logits(self.folded, cache, t, g)  # noqa: E731
+
+        def score(task, g):
+            return jax.nn.softmax(jax.vmap(score_one)(task, g).astype(jnp.float32), axis=-1)
+
+        return chunked_scores(score, genes, active, self.chunk, self.n_classes)
+
+    def logits(self, images: jax.Array, genes: jax.Array) -> jax.Array:
+        """Logits (N, classes) of candidate genes (N, 5) on images (N, H, W, 3), for tests."""
+        cache = self.prepare(images)
+        return jax.vmap(lambda t, g: candidate_logits(self.folded, cache, t, g))(jnp.arange(len(genes)), genes)
+
+
+__all__ = ["IncrementalEvaluator", "candidate_logits", "check_supported", "convnet_cache", "supports", "NUM_GENES"]

@@ -1,0 +1,135 @@
+"""Incremental one-pixel scoring equals full forward passes, and the attack does not change."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrobust import attack, incremental
+from jaxrobust.models import build_model
+from jaxrobust.models import folded as folded_lib
+
+H = W = 100
+
+
+def convnet_with_statistics(seed=0, dtype=jnp.float32):
+    """A ConvNet with random weights and non-trivial BatchNorm running statistics."""
+    model = build_model("convnet")
+    variables = model.init(jax.random.key(seed), jnp.zeros((1, H, W, 3)))
+    keys = iter(jax.random.split(jax.random.key(seed + 1), 32))
+    stats = jax.tree_util.tree_map(lambda x: x, variables["batch_stats"])
+    for name in stats:
+        shape = stats[name]["mean"].shape
+        stats[name] = {"mean": 0.3 * jax.random.normal(next(keys), shape),
+                       "var": jax.random.uniform(next(keys), shape, minval=0.2, maxval=3.0)}
+    params = jax.tree_util.tree_map(lambda x: x, variables["params"])
+    for name in ("bn1", "bn2", "bn3"):
+        shape = params[name]["scale"].shape
+        params[name] = {"scale": jax.random.uniform(next(keys), shape, minval=0.5, maxval=1.5),
+                        "bias": 0.2 * jax.random.normal(next(keys), shape)}
+    variables = {"params": params, "batch_stats": stats}
+    return model, jax.tree_util.tree_map(lambda a: a.astype(dtype), variables)
+
+
+def candidate_genes(n, seed=0):
+    """Random genes plus every corner, edge midpoint and near-edge rounding case."""
+    rng = np.random.default_rng(seed)
+    genes = rng.uniform(size=(n, 5))
+    special = [(0, 0), (0, 1), (1, 0), (1, 1), (0, 0.5), (0.5, 0), (1, 0.5), (0.5, 1), (0.005, 0.005),
+               (0.015, 0.025), (0.975, 0.985), (0.955, 0.965), (0.03, 0.97), (0.235, 0.765), (0.96, 0.04),
+               (0.485, 0.495)]
+    genes[: len(special), :2] = special
+    return genes
+
+
+@pytest.fixture(scope="module")
+def convnet():
+    return convnet_with_statistics()
+
+
+def test_folding_batchnorm_keeps_the_function(convnet):
+    model, variables = convnet
+    x = jax.random.uniform(jax.random.key(3), (4, H, W, 3), minval=0.4, maxval=0.9)
+    full = model.apply(variables, x, train=False)[1]
+    folded = folded_lib.convnet_logits(folded_lib.fold_convnet(variables), x)
+    np.testing.assert_allclose(np.asarray(folded), np.asarray(full), rtol=1e-5, atol=1e-5)
+
+
+def test_incremental_logits_equal_full_forward_float32(convnet):
+    model, variables = convnet
+    n = 200
+    images = jax.random.uniform(jax.random.key(4), (n, H, W, 3), minval=0.45, maxval=0.9)
+    genes = jnp.asarray(candidate_genes(n), jnp.float32)
+    evaluator = incremental.IncrementalEvaluator(model, variables, 100)
+    inc = np.asarray(jax.jit(evaluator.logits)(images, genes))
+    full = np.asarray(model.apply(variables, attack.perturb(images, genes), train=False)[1])
+    scale = np.abs(full).max()
+    assert np.abs(inc - full).max() / scale < 1e-5
+
+
+def test_incremental_logits_equal_full_forward_float64():
+    with jax.enable_x64(True):
+        model, variables = convnet_with_statistics(1, jnp.float64)
+        n = 64
+        images = jax.random.uniform(jax.random.key(5), (n, H, W, 3), jnp.float64, minval=0.45, maxval=0.9)
+        genes = jnp.asarray(candidate_genes(n, 1), jnp.float64)
+        evaluator = incremental.IncrementalEvaluator(model, variables, 64)
+        inc = np.asarray(evaluator.logits(images, genes))
+        folded = folded_lib.fold_convnet(variables)
+        full = np.asarray(folded_lib.convnet_logits(folded, attack.perturb(images, genes)))
+        assert inc.dtype == np.float64
+        assert np.abs(inc - full).max() / np.abs(full).max() < 1e-10
+
+
+def test_unchanged_pixel_gives_the_clean_logits(convnet):
+    model, variables = convnet
+    images = jax.random.uniform(jax.random.key(6), (3, H, W, 3), minval=0.45, maxval=0.9)
+    rows, cols = np.array([0, 50, 99]), np.array([99, 13, 0])
+    pixel = np.asarray(images)[np.arange(3), rows, cols]
+    genes = jnp.asarray(np.concatenate([rows[:, None] / 100, cols[:, None] / 100, pixel], 1), jnp.float32)
+    evaluator = incremental.IncrementalEvaluator(model, variables, 10)
+    clean = np.asarray(model.apply(variables, images, train=False)[1])
+    np.testing.assert_allclose(np.asarray(evaluator.logits(images, genes)), clean, rtol=1e-5, atol=1e-6)
+
+
+def test_attack_with_incremental_equals_full_evaluator(convnet):
+    model, variables = convnet
+    images = np.asarray(jax.random.uniform(jax.random.key(8), (4, H, W, 3), minval=0.45, maxval=0.9))
+    probs = np.asarray(jax.nn.softmax(model.apply(variables, jnp.asarray(images), train=False)[1]))
+    labels = probs.argmax(1)
+    targets = (labels + 1) % 3
+    # a threshold between the targets' starting and reachable probabilities: some succeed
+    threshold = float(np.median(probs[np.arange(4), targets])) + 0.002
+    spec = attack.AttackSpec(population=60, max_generations=8, block_generations=4, tasks_per_call=4,
+                             chunk_candidates=120, target_threshold=threshold)
+    runs = {}
+    for name in ("full", "incremental"):
+        evaluator = attack.make_evaluator(name, model, variables, spec.chunk_candidates)
+        assert evaluator.name == name
+        runs[name] = attack.run_attack(evaluator, images, targets, np.arange(4), jax.random.key(9), spec,
+                                       targeted=True, progress=False)
+    full, inc = runs["full"], runs["incremental"]
+    np.testing.assert_array_equal(inc.success, full.success)
+    np.testing.assert_array_equal(inc.generations, full.generations)
+    np.testing.assert_allclose(inc.genes, full.genes, rtol=1e-6)
+    np.testing.assert_allclose(inc.fitness, full.fitness, rtol=1e-4)
+
+
+def test_auto_picks_incremental_for_the_convnet_and_full_otherwise(convnet):
+    model, variables = convnet
+    assert attack.make_evaluator("auto", model, variables, 10).name == "incremental"
+    resnet = build_model("_resnet_tiny")
+    res_vars = jax.eval_shape(resnet.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))  # shapes suffice
+    assert attack.make_evaluator("auto", resnet, res_vars, 10).name == "full"
+
+
+def test_bad_use_is_refused(convnet):
+    model, variables = convnet
+    resnet = build_model("_resnet_tiny")
+    with pytest.raises(ValueError, match="supports the ConvNet only"):
+        incremental.IncrementalEvaluator(resnet, {}, 10)
+    with pytest.raises(ValueError, match="eval-mode BatchNorm"):
+        incremental.IncrementalEvaluator(model, {"params": variables["params"]}, 10)
+    with pytest.raises(ValueError, match="supports the ConvNet only"):
+        attack.make_evaluator("incremental", resnet, {}, 10)
+    with pytest.raises(ValueError, match="attack.evaluator"):
+        attack.make_evaluator("fast", model, variables, 10)
