@@ -286,8 +286,9 @@ def draw_expected(galaxy: dict, spec: SimulationSpec, bands=(0, 1, 2),
         galaxy_b = galsim.Add([p.withFlux(f) for p, f in zip(profiles, fluxes)], gsparams=gsparams)
         galaxy_b = galaxy_b.shift(*galaxy["jitter_arcsec"])
         psf = psfs[b] if psfs is not None else band_psf(b, gsparams)
+        # float64: GalSim would draw float32 by default; the spec computes in float64 (§2b.6).
         image = galsim.Convolve(galaxy_b, psf, gsparams=gsparams).drawImage(
-            nx=STAMP_PIXELS, ny=STAMP_PIXELS, scale=PIXEL_SCALE_ARCSEC)
+            nx=STAMP_PIXELS, ny=STAMP_PIXELS, scale=PIXEL_SCALE_ARCSEC, dtype=np.float64)
         out[slot] = image.array
     return out
 
@@ -329,6 +330,7 @@ class Candidate:
     accepted: bool
     y1: np.ndarray | None = None  # (3, 100, 100) float32 e-
     y10: np.ndarray | None = None
+    gm20_label: int = -1  # what the G-M20 labeller said (-1: undetected), whatever label_by is
 
 
 _PSF_CACHE: dict = {}
@@ -366,7 +368,8 @@ def simulate_candidate(spec: SimulationSpec, intended_class: int, index: int) ->
     label = intended_class if spec.label_by == "intended" else int(stats["label"])
     accepted = label == intended_class and np.isfinite(stats["gini"])
     candidate = Candidate(intended_class, index, seed, label, float(stats["gini"]), float(stats["m20"]),
-                          float(stats["F"]), float(stats["S"]), galaxy, bool(accepted))
+                          float(stats["F"]), float(stats["S"]), galaxy, bool(accepted),
+                          gm20_label=int(stats["label"]))
     if accepted:
         expected = draw_expected(galaxy, spec, psfs=psfs)
         candidate.y1 = observe(expected, seed, "Y1", spec).astype(np.float32)
@@ -431,7 +434,7 @@ def simulate_galaxies(spec: SimulationSpec, workers: int = 0, progress: bool = T
                 if len(kept[cls]) == spec.counts[cls]:
                     continue  # look-ahead beyond the count: computed, not used
                 tried[cls] += 1
-                confusion[cls, candidate.label] += 1  # label -1 (undetected) -> last column
+                confusion[cls, candidate.gm20_label] += 1  # label -1 (undetected) -> last column
                 if candidate.accepted:
                     kept[cls].append(candidate)
                     bar.update(1)
@@ -487,6 +490,25 @@ def _split_plan(labels: np.ndarray, config, rng: np.random.Generator) -> dict[st
     return plan
 
 
+def _check_split_sizes(config) -> None:
+    """Fails before simulating when the counts leave a split empty (store cannot hold one)."""
+    from jaxrobust.data import store
+
+    data = config.data
+    counts = np.array([data.n_spiral, data.n_elliptical, data.n_merger])
+    if data.split_mode == "paper" and data.merger_augment:
+        counts[MERGER] *= len(store.AUGMENTATIONS)  # the paper splits augmented images
+    # split_indices rounds valid and test per class; train takes the rest.
+    valid = sum(int(round(data.split_fractions[1] * n)) for n in counts)
+    test = sum(int(round(data.split_fractions[2] * n)) for n in counts)
+    sizes = dict(train=int(counts.sum()) - valid - test, valid=valid, test=test)
+    empty = [split for split, size in sizes.items() if size <= 0]
+    if empty:
+        raise ValueError(f"data counts (n_spiral, n_elliptical, n_merger) = {tuple(counts.tolist())} with "
+                         f"data.split_fractions={tuple(data.split_fractions)} leave no galaxies in "
+                         f"{', '.join(empty)} (sizes {sizes}); raise the counts")
+
+
 def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool = True) -> dict:
     """Simulates the dataset of `config.data` into `out_dir` (Zenodo layout + metadata).
 
@@ -498,9 +520,10 @@ def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool
     from jaxrobust.data import store
 
     out_dir = Path(out_dir)
+    spec = SimulationSpec.from_config(config)
+    _check_split_sizes(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "dataset.json").unlink(missing_ok=True)
-    spec = SimulationSpec.from_config(config)
     result = simulate_galaxies(spec, workers=config.data.workers if workers is None else workers,
                                progress=progress)
     galaxies = result.accepted
@@ -511,6 +534,8 @@ def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool
                   F=np.array([g.bulge for g in galaxies]), S=np.array([g.merger for g in galaxies]),
                   intended_class=np.array([g.intended_class for g in galaxies]),
                   seed=np.array([g.seed for g in galaxies], dtype=np.int64),
+                  # with intended_class: simulate_candidate(spec, cls, index) regenerates the galaxy
+                  candidate_index=np.array([g.index for g in galaxies], dtype=np.int64),
                   mag_r=np.array([g.galaxy["mag_r"] for g in galaxies]))
     counts = {}
     for split, (galaxy_index, kind) in plan.items():
@@ -525,7 +550,7 @@ def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool
             pick = np.sort(rng.choice(len(galaxy_index), size=n_sub, replace=False))
             store.write_subsample(out_dir, y10[pick], y1[pick], labels[galaxy_index][pick], pick)
     store.atomic_write_bytes(out_dir / "galaxies.jsonl", "".join(
-        json.dumps(dict(g.galaxy, seed=g.seed, label=g.label, gini=g.gini, m20=g.m20)) + "\n"
+        json.dumps(dict(g.galaxy, index=g.index, seed=g.seed, label=g.label, gini=g.gini, m20=g.m20)) + "\n"
         for g in galaxies).encode())
     info = dict(
         kind="simulated", config=config.to_dict(), versions=_package_versions(),

@@ -1,0 +1,133 @@
+"""jaxrobust.config: bundled configs, dotted overrides, and the errors a user sees."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jaxrobust import config as cfg
+from jaxrobust.config import ConfigError, load_config
+from jaxrobust.data import simulate
+
+
+def test_quick_config():
+    """What quick.py's docstring promises: 1,000 galaxies in the paper's proportions (14,312 :
+    8,151 : 2,542), archive-like sky, the paper's split; and only keys base_config knows."""
+    config = load_config("quick")
+    counts = (config.data.n_spiral, config.data.n_elliptical, config.data.n_merger)
+    assert sum(counts) == 1000
+    np.testing.assert_allclose(np.array(counts) / 1000, np.array([14312, 8151, 2542]) / 25005, atol=1e-3)
+    assert config.data.sky_area_per_pixel_arcsec2 == 1.0
+    assert config.data.split_fractions == (0.7, 0.1, 0.2)
+    assert flat_keys(config) == flat_keys(cfg.base_config())
+    spec = simulate.SimulationSpec.from_config(config)
+    assert spec.counts == counts and spec.sky_area_per_pixel_arcsec2 == 1.0
+
+
+def flat_keys(node, prefix=""):
+    keys = set()
+    for key, value in node.items():
+        keys |= flat_keys(value, f"{prefix}{key}.") if hasattr(value, "items") else {prefix + key}
+    return keys
+
+
+def test_config_by_path_and_name_agree():
+    by_path = load_config(cfg.CONFIG_DIR / "paper_resnet18.py")
+    assert by_path.to_dict() == load_config("paper_resnet18").to_dict()
+    assert load_config("quick.py").to_dict() == load_config("quick").to_dict()
+
+
+def test_overrides_parse_and_coerce():
+    config = load_config("quick", [
+        "train.learning_rate=1",  # int given for a float key: becomes 1.0
+        "train.epochs=3",
+        "data.split_fractions=(0.6, 0.2, 0.2)",
+        "data.mag_r_range=[15, 16.5]",  # a list for a tuple key: becomes a tuple
+        "model.name=resnet18",  # not a Python literal: stays a string
+        "data.merger_augment=False",
+        "seed = 7",
+    ])
+    assert config.train.learning_rate == 1.0 and type(config.train.learning_rate) is float
+    assert config.train.epochs == 3 and type(config.train.epochs) is int
+    assert config.data.split_fractions == (0.6, 0.2, 0.2)
+    assert config.data.mag_r_range == (15, 16.5) and isinstance(config.data.mag_r_range, tuple)
+    assert config.model.name == "resnet18"
+    assert config.data.merger_augment is False
+    assert config.seed == 7
+
+
+def test_loaded_config_is_locked():
+    config = load_config("quick")
+    with pytest.raises(AttributeError):
+        config.train.epoch = 3  # a typo cannot add a key
+
+
+def test_unknown_key_lists_valid_keys_of_its_section():
+    with pytest.raises(ConfigError) as info:
+        load_config("quick", ["data.n_spirals=3"])
+    message = str(info.value)
+    assert "'data.n_spirals'" in message and "valid keys at data:" in message
+    for key in cfg.base_config().data.keys():
+        assert key in message
+
+
+def test_unknown_section_lists_top_level_keys():
+    with pytest.raises(ConfigError) as info:
+        load_config("quick", ["trian.epochs=3"])
+    message = str(info.value)
+    assert "'trian'" in message and "the top level" in message
+    for key in ("analysis", "attack", "data", "model", "preprocess", "seed", "train"):
+        assert key in message
+
+
+def test_section_and_leaf_misuse():
+    with pytest.raises(ConfigError, match="is a section"):
+        load_config("quick", ["train=3"])
+    with pytest.raises(ConfigError, match="'seed' is a value, not a section: cannot set 'seed.value'"):
+        load_config("quick", ["seed.value=3"])
+    with pytest.raises(ConfigError, match="must look like key.subkey=value"):
+        load_config("quick", ["train.epochs"])
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.epochs=1.5", "expects int"),
+    ("train.epochs=abc", "expects int"),
+    ("train.epochs=True", "expects int"),  # bool is an int subclass, still refused
+    ("data.merger_augment=1", "expects bool"),
+    ("train.learning_rate=fast", "expects float"),
+    ("data.split_fractions=0.7", "expects tuple"),
+    ("model.name=3", "expects str"),
+])
+def test_wrong_type(override, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config("quick", [override])
+    assert override.split("=")[0] in str(info.value)
+
+
+def test_missing_config_file_lists_bundled_configs():
+    bundled = sorted(p.stem for p in cfg.CONFIG_DIR.glob("*.py"))
+    assert {"quick", "paper_convnet", "paper_resnet18"} <= set(bundled)
+    with pytest.raises(ConfigError) as info:
+        load_config("quikc")
+    message = str(info.value)
+    assert "'quikc' not found" in message and str(bundled) in message
+
+
+def test_config_file_without_get_config(tmp_path):
+    path = tmp_path / "empty.py"
+    path.write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="must define get_config"):
+        load_config(path)
+
+
+def test_config_file_elsewhere_on_disk(tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text("from jaxrobust.config import base_config\n\n"
+                    "def get_config():\n    c = base_config()\n    c.train.epochs = 2\n    return c\n")
+    assert load_config(path, ["train.batch_size=8"]).train.epochs == 2
+
+
+def test_json_round_trip_keeps_tuples():
+    config = load_config("quick", ["data.split_fractions=(0.5, 0.25, 0.25)"])
+    back = cfg.from_json(cfg.to_json(config))
+    assert back.data.split_fractions == (0.5, 0.25, 0.25) and isinstance(back.data.split_fractions, tuple)
+    assert back.to_dict() == config.to_dict()
