@@ -192,11 +192,12 @@ class DEState(NamedTuple):
 
 
 class Slots(NamedTuple):
-    """Per-slot task data: the cache, the PRNG key, the objective class and occupancy."""
+    """Per-slot task data: the cache, the PRNG key, the objective class, the cap, occupancy."""
 
     cache: object  # evaluator cache with leading T axis
     key: jax.Array  # (T,) typed keys
     objective: jax.Array  # (T,) int32: target class (targeted) or true class (untargeted)
+    limit: jax.Array  # (T,) int32: generation cap (traced, so changing it does not recompile)
     valid: jax.Array  # (T,) bool: slot holds a task
 
 
@@ -221,7 +222,7 @@ def _run_block(evaluator, spec: AttackSpec, targeted: bool, state: DEState, slot
     """`spec.block_generations` DE generations for every active slot."""
 
     def generation(state: DEState, _):
-        active = slots.valid & ~state.done & (state.generations < spec.max_generations)
+        active = slots.valid & ~state.done & (state.generations < slots.limit)
         keys = jax.vmap(jax.random.fold_in)(slots.key, state.generations + 1)
         children = jax.vmap(mutate, in_axes=(0, 0, None))(keys, state.genes, spec.differential_weight)
         child_fitness = _objective_fitness(evaluator.probabilities(slots.cache, children, active), slots.objective)
@@ -252,6 +253,7 @@ def _compile(evaluator, spec: AttackSpec, targeted: bool, mesh):
     On a mesh of several devices they run under shard_map: each device advances its own slots.
     """
     cache = evaluator.__dict__.setdefault("_compiled", {})
+    spec = dataclasses.replace(spec, max_generations=0)  # the cap is traced (Slots.limit)
     key = (spec, targeted, None if mesh is None else (mesh.devices.shape, tuple(d.id for d in mesh.devices.flat)))
     if key in cache:
         return cache[key]
@@ -318,7 +320,8 @@ def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: n
             slot_images[slot], slot_objective[slot], slot_keys[slot] = images[task], objective[task], task_keys[task]
         slots = Slots(evaluator.prepare(jnp.asarray(slot_images)),
                       jax.random.wrap_key_data(jnp.asarray(slot_keys), impl=impl),
-                      jnp.asarray(slot_objective), jnp.asarray(slot_task >= 0))
+                      jnp.asarray(slot_objective), jnp.full(slots_n, spec.max_generations, jnp.int32),
+                      jnp.asarray(slot_task >= 0))
         if fresh.any():
             state = init_fn(state, slots, jnp.asarray(fresh))
         state = block_fn(state, slots)

@@ -15,6 +15,8 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from jaxrobust import parallel
+
 SERIES = ("latest", "best")
 
 
@@ -26,8 +28,16 @@ def _manager(run_dir: Path, series: str) -> ocp.CheckpointManager:
 
 
 def save(run_dir: Path, series: str, step: int, state, meta: dict) -> None:
-    """Saves `state` (any pytree of arrays) and `meta` (JSON-able) as `step` of a series."""
+    """Saves `state` (any pytree of arrays) and `meta` (JSON-able) as `step` of a series.
+
+    A step at or after `step` already in the series (an epoch redone after a resume, when the
+    run was killed between its `best` and `latest` saves) is replaced: orbax refuses to save
+    an existing step.
+    """
     with _manager(run_dir, series) as manager:
+        for old in manager.all_steps():
+            if old >= step:
+                manager.delete(old)
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    meta=ocp.args.JsonSave(meta)), force=True)
         manager.wait_until_finished()
@@ -83,15 +93,26 @@ def load_variables(run_dir: Path, series: str = "best"):
         raise FileNotFoundError(f"{run_dir / 'checkpoints' / series}: no {series} checkpoint; did "
                                 "training finish an epoch?")
     image_shape = tuple(meta.get("image_shape", (100, 100, 3)))
-    shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), image_shape))
+    # Restore onto this process's devices (replicated), whatever mesh the run was trained on:
+    # without target shardings orbax refuses a checkpoint saved on another device count.
+    sharding = parallel.replicated(parallel.make_mesh())
     if series == "best":
-        state, _ = restore(run_dir, series, {"variables": shapes})
+        shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), image_shape))
+        state, _ = restore(run_dir, series, {"variables": _on(shapes, sharding)})
         return model, state["variables"], config
-    with _manager(run_dir, series) as manager:  # latest: take the variables of the train state
-        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(), meta=ocp.args.JsonRestore()))
-    variables = restored["state"]["variables"]
-    return model, jax.tree_util.tree_map(jax.numpy.asarray, variables), config
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    path = run_dir.resolve() / "checkpoints" / series
+    with ocp.CheckpointManager(path, item_handlers=handlers) as manager:  # latest: a train state
+        step = manager.latest_step()
+        layout = manager.item_metadata(step)["state"].tree  # the saved tree (incl. optimiser)
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_on(layout, sharding)), meta=ocp.args.JsonRestore()))
+    return model, restored["state"]["variables"], config
+
+
+def _on(tree, sharding):
+    """Shape/dtype stand-ins of a tree of arrays (or array metadata), placed by `sharding`."""
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
 
 
 def init_variables(model, key, image_shape=(100, 100, 3)):

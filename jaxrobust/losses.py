@@ -36,7 +36,8 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Ar
     Returns:
       scalar loss (nats).
     """
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    # at least float32 (bfloat16 logits are promoted), never lower than the input (float64 stays)
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
     nll = -jnp.take_along_axis(log_probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
     w = weights[labels]
     if mask is not None:

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import queue
+import shutil
 import threading
 import time
 from functools import partial
@@ -251,6 +252,9 @@ def weighted_ce_numpy(logits: np.ndarray, labels: np.ndarray, weights: np.ndarra
 
 
 # --- Early stopping ---
+EARLY_STOPPING_MODES = ("graded", "patience", "none")
+
+
 @dataclasses.dataclass
 class EarlyStopping:
     """Stops on a rising validation loss.
@@ -266,6 +270,10 @@ class EarlyStopping:
     best: float | None = None
     counter: float = 0.0
 
+    def __post_init__(self):
+        if self.mode not in EARLY_STOPPING_MODES:
+            raise ValueError(f"train.early_stopping must be one of {EARLY_STOPPING_MODES}, got {self.mode!r}")
+
     def update(self, val_loss: float) -> bool:
         if self.mode == "none":
             return False
@@ -277,8 +285,6 @@ class EarlyStopping:
         if self.mode == "patience":
             self.counter += 1
             return self.counter >= self.patience
-        if self.mode != "graded":
-            raise ValueError(f"train.early_stopping must be graded, patience or none, got {self.mode!r}")
         excess = val_loss - self.best
         self.counter += 1.0 if excess >= 0.4 else 0.5 if excess >= 0.3 else 0.25 if excess >= 0.2 else 0.1 if excess >= 0.1 else 0.0
         return self.counter > self.patience
@@ -318,6 +324,31 @@ def _write_config(workdir: Path, config, resume: bool) -> None:
     store.atomic_write_bytes(path, text.encode())
 
 
+def check_config(config) -> None:
+    """Fails before any work on a training setting that would only break later (or never)."""
+    from jaxrobust.models import MODELS
+
+    t = config.train
+    problems = []
+    if config.model.name not in MODELS:
+        problems.append(f"model.name={config.model.name!r} (choose one of "
+                        f"{sorted(k for k in MODELS if not k.startswith('_'))})")
+    if t.early_stopping not in EARLY_STOPPING_MODES:
+        problems.append(f"train.early_stopping={t.early_stopping!r} (choose one of {EARLY_STOPPING_MODES})")
+    if t.mmd_estimator not in ("biased", "unbiased"):
+        problems.append(f"train.mmd_estimator={t.mmd_estimator!r} (choose 'biased' or 'unbiased')")
+    if t.data_placement not in ("auto", "device", "host"):
+        problems.append(f"train.data_placement={t.data_placement!r} (choose auto, device or host)")
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
+            problems.append(f"train.{key}={t[key]!r} (a positive integer)")
+    for key in ("learning_rate", "b1", "b2", "eps", "weight_decay", "weight_decay_da", "mmd_weight"):
+        if not (isinstance(t[key], (int, float)) and math.isfinite(t[key]) and t[key] >= 0):
+            problems.append(f"train.{key}={t[key]!r} (a finite number >= 0)")
+    if problems:
+        raise ValueError("bad training config: " + "; ".join(problems))
+
+
 def validation_scores(predict, variables, data, weights) -> dict:
     """Validation loss (weighted CE on Y10) and accuracy on Y10 and Y1."""
     labels = data.labels["valid"]
@@ -340,6 +371,7 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
 
     from jaxrobust.data import load_prepared
 
+    check_config(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t = config.train
@@ -363,8 +395,9 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
         stopper = EarlyStopping(t.early_stopping, int(t.patience), meta["stopper_best"], meta["stopper_counter"])
         _truncate_metrics(workdir, meta["epoch"])
         log(f"resuming {workdir} after epoch {meta['epoch'] + 1}")
-    elif not resume:
+    elif not resume:  # a fresh run: no metrics or checkpoints of an earlier run in this folder
         _metrics_path(workdir).unlink(missing_ok=True)
+        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
 
     n = len(labels)
     steps = math.ceil(n / t.batch_size)
@@ -408,9 +441,10 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
                   "train_acc": float(sums["correct"] / sums["count"])}
         if not all(math.isfinite(v) for v in record.values()):
             good = meta["epoch"] + 1
+            kept = (f"The last good checkpoint (after epoch {good}) is kept in {workdir / 'checkpoints'}"
+                    if good > 0 else "No epoch finished, so there is no checkpoint")
             raise TrainingDiverged(
-                f"loss became {record['train_loss']} in epoch {epoch + 1}; stopped. The last good "
-                f"checkpoint (after epoch {good}) is kept in {workdir / 'checkpoints'}; lower "
+                f"loss became {record['train_loss']} in epoch {epoch + 1}; stopped. {kept}; lower "
                 "train.learning_rate or check the data for extreme values")
         record.update(validation_scores(predict, state.variables, data, weights))
         record["seconds"] = round(time.perf_counter() - start, 3)
