@@ -23,6 +23,8 @@ Y1), ConvNet/ResNet18 classifiers trained with and without domain adaptation, on
 and the latent-space robustness analysis. Start with `jaxrobust reproduce` (the whole study on
 a small simulated dataset, minutes on a laptop)."""
 
+DATA_HELP = ("dataset folder, recognised by content: one written by `jaxrobust simulate`, the paper's "
+             "Zenodo .npy files (images_Y10_train.npy ...), or a TFDS dataset from jaxrobust.data.tfds")
 OVERRIDES_HELP = "config overrides as dotted key=value pairs, e.g. train.epochs=5 attack.population=100"
 
 
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "train.domain_adaptation=True) add the MMD between Y10 and Y1 latents. "
                                    "Writes config.json, metrics.jsonl, checkpoints/ and figures/.")
     _add_config(p)
-    p.add_argument("--data", required=True, type=Path, help="dataset folder (simulated, or the Zenodo .npy files)")
+    p.add_argument("--data", required=True, type=Path, help=DATA_HELP)
     p.add_argument("--workdir", required=True, type=Path, help="run folder to write")
     p.add_argument("--da", action="store_true", help="domain adaptation (same as train.domain_adaptation=True)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "current are skipped, so a rerun resumes after an interruption.")
     _add_config(p)
     p.add_argument("--workdir", required=True, type=Path, help="output folder of the study")
-    p.add_argument("--data", type=Path, default=None, help="use this dataset instead of simulating one")
+    p.add_argument("--data", type=Path, default=None, help=f"use this dataset instead of simulating one: {DATA_HELP}")
 
     p = sub.add_parser("bench", help="benchmarks (JSON): simulate, train, attack",
                        description="Run scripts/bench_<what>.py from a source checkout; extra arguments "

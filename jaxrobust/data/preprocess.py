@@ -15,7 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-CHUNK_IMAGES = 256  # images per chunk in streaming passes (about 30 MB of float32)
+CHUNK_IMAGES = 256  # at most this many images per chunk in streaming passes
+CHUNK_BYTES = 16 << 20  # and at most this many bytes of float64 per chunk (64 stamps of 100x100x3)
 
 
 class StretchBounds(NamedTuple):
@@ -25,17 +26,36 @@ class StretchBounds(NamedTuple):
     p_hi: float
 
 
-def _chunks(images: np.ndarray, chunk: int = CHUNK_IMAGES):
-    for start in range(0, len(images), chunk):
-        yield np.asarray(images[start:start + chunk], dtype=np.float64).ravel()
+def _chunk_rows(images: np.ndarray) -> int:
+    """Images per streaming chunk: CHUNK_IMAGES, fewer when their float64 copy would pass CHUNK_BYTES."""
+    row_bytes = 8 * max(1, int(np.prod(images.shape[1:])))
+    return max(1, min(CHUNK_IMAGES, CHUNK_BYTES // row_bytes))
+
+
+def _chunks(images: np.ndarray):
+    rows = _chunk_rows(images)
+    for start in range(0, len(images), rows):
+        yield np.asarray(images[start:start + rows], dtype=np.float64).ravel()
 
 
 def _smallest(images: np.ndarray, count: int, negate: bool = False) -> np.ndarray:
-    """The `count` smallest values (or largest, negated) of the array, sorted ascending."""
+    """The `count` smallest values (or largest, negated) of the array, sorted ascending.
+
+    Keeps the running `count` candidates plus one chunk in a single buffer, partitioned in
+    place, so the extra memory is about one chunk whatever the array's size.
+    """
     keep = np.empty(0)
     for values in _chunks(images):
-        pool = np.concatenate([keep, -values if negate else values])
-        keep = np.partition(pool, count - 1)[:count] if pool.size > count else pool
+        pool = np.empty(keep.size + values.size)
+        pool[:keep.size] = keep
+        if negate:
+            np.negative(values, out=pool[keep.size:])
+        else:
+            pool[keep.size:] = values
+        if pool.size > count:
+            pool.partition(count - 1)
+            pool = pool[:count].copy()  # drop the chunk-sized buffer
+        keep = pool
     return np.sort(keep)
 
 
@@ -90,10 +110,17 @@ def arcsinh_stretch(images: np.ndarray, bounds: StretchBounds, stretch: float = 
     c = stretch / bounds.p_hi
     if out is None:
         out = np.empty(images.shape, dtype=np.float32)
-    for start in range(0, len(images), CHUNK_IMAGES):
-        block = np.asarray(images[start:start + CHUNK_IMAGES], dtype=np.float64)
-        block = np.clip(block, bounds.p_lo, bounds.p_hi)
-        out[start:start + CHUNK_IMAGES] = (np.arcsinh(c * block) + 1.0) / 2.0
+    rows = _chunk_rows(images)
+    for start in range(0, len(images), rows):
+        # one float64 buffer per chunk, every step in place (same arithmetic as the expression
+        # (arcsinh(c clip(x)) + 1) / 2, bit for bit)
+        block = np.array(images[start:start + rows], dtype=np.float64)
+        np.clip(block, bounds.p_lo, bounds.p_hi, out=block)
+        np.multiply(block, c, out=block)
+        np.arcsinh(block, out=block)
+        block += 1.0
+        block /= 2.0
+        out[start:start + rows] = block
     return out
 
 
@@ -119,9 +146,10 @@ class PreparedData:
     Attributes:
       images: {(depth, split): (N, H, W, 3) float32 in [~0.4, 0.886]}, depth in ("Y10", "Y1").
       labels: {split: (N,) int32}.
-      subsample: {"Y10", "Y1": (n, H, W, 3), "labels": (n,), "test_index": (n,) or None} or None.
+      subsample: {"Y10", "Y1": (n, H, W, 3), "labels": (n,), "test_index": (n,) rows of the test
+        split or None, "derived": True when drawn from the test split (no subsample files)} or None.
       bounds: {(depth, split): StretchBounds} used for each array.
-      source: the dataset folder; kind: "simulated" or "zenodo".
+      source: the dataset folder; kind: "simulated", "zenodo" or "tfds".
     """
 
     def __init__(self, images, labels, subsample, bounds, source=None, kind="simulated"):
@@ -136,35 +164,75 @@ class PreparedData:
         return sum(a.nbytes for (d, s), a in self.images.items() if s in splits)
 
 
-def prepare(raw, percentiles=(0.1, 99.9), stretch: float = 0.85, stats_from: str = "self") -> PreparedData:
+def prepare(raw, percentiles=(0.1, 99.9), stretch: float = 0.85, stats_from: str = "self",
+            subsample_size: int | None = None, seed: int = 0) -> PreparedData:
     """Loads every array of a `store.RawDataset` as NHWC float32 and normalises it in place.
 
     stats_from="self": each array its own percentiles (the published code, test normalised with
     test percentiles); "train": the training split's percentiles of the same depth for all.
+    Percentiles are taken over the float32 NHWC array being normalised (float64 files are cast
+    first), so every source of the same electrons gives the same numbers.
+    subsample_size: when the folder has no attack subsample files, draw this many test images
+    (store.derive_subsample_index with `seed`); None keeps `subsample` None.
+    """
+    from jaxrobust.data import store
+
+    sub, sub_images = _raw_subsample(raw, subsample_size, seed)
+
+    def load(depth, part):
+        return store.to_nhwc(sub_images[depth] if part == "subsample" else raw.images[depth, part])
+
+    return prepare_arrays(load, dict(raw.labels), sub, percentiles, stretch, stats_from, raw.root, raw.kind)
+
+
+def _raw_subsample(raw, size: int | None, seed: int):
+    """(subsample description or None, {depth: (n, 3, H, W) raw images}) of a RawDataset."""
+    from jaxrobust.data import store
+
+    if raw.subsample is not None:
+        sub = {"labels": raw.subsample["labels"], "test_index": raw_subsample_index(raw), "derived": False}
+        return sub, {d: raw.subsample[d] for d in store.DEPTHS}
+    if not size:
+        return None, {}
+    index = store.derive_subsample_index(len(raw.labels["test"]), size, seed)
+    sub = {"labels": raw.labels["test"][index], "test_index": index, "derived": True}
+    return sub, {d: raw.images[d, "test"][index] for d in store.DEPTHS}
+
+
+def prepare_arrays(load, labels: dict, subsample: dict | None, percentiles=(0.1, 99.9),
+                   stretch: float = 0.85, stats_from: str = "self", source=None,
+                   kind: str = "simulated") -> PreparedData:
+    """The normalisation shared by every source (.npy folders, TFDS).
+
+    Args:
+      load: load(depth, part) -> (N, H, W, 3) float32 raw electrons, a fresh array that is
+        normalised in place; depth in store.DEPTHS, part in store.SPLITS or "subsample".
+      labels: {split: (N,) int class indices}.
+      subsample: None, or {"labels": (n,), "test_index": (n,) or None, ...}; its images come
+        from load(depth, "subsample").
     """
     from jaxrobust.data import store
 
     if stats_from not in ("self", "train"):
         raise ValueError(f"preprocess.stats_from must be 'self' or 'train', got {stats_from!r}")
+    parts = store.SPLITS + (("subsample",) if subsample is not None else ())
     images, bounds = {}, {}
     for depth in store.DEPTHS:
-        train_bounds = stretch_bounds(raw.images[depth, "train"], percentiles)
-        for split in store.SPLITS:
-            nhwc = store.to_nhwc(raw.images[depth, split])
-            b = train_bounds if (stats_from == "train" or split == "train") else stretch_bounds(nhwc, percentiles)
-            images[depth, split], bounds[depth, split] = normalize(nhwc, b, stretch=stretch, in_place=True)
-    subsample = None
-    if raw.subsample is not None:
-        subsample = {"labels": raw.subsample["labels"], "test_index": raw_subsample_index(raw)}
-        for depth in store.DEPTHS:
-            nhwc = store.to_nhwc(raw.subsample[depth])
-            b = bounds[depth, "train"] if stats_from == "train" else stretch_bounds(nhwc, percentiles)
-            subsample[depth], bounds[depth, "subsample"] = normalize(nhwc, b, stretch=stretch, in_place=True)
-    return PreparedData(images, dict(raw.labels), subsample, bounds, raw.root, raw.kind)
+        for part in parts:  # train first: the other parts may need its bounds
+            nhwc = load(depth, part)
+            own = part == "train" or stats_from == "self"
+            b = stretch_bounds(nhwc, percentiles) if own else bounds[depth, "train"]
+            images[depth, part], bounds[depth, part] = normalize(nhwc, b, stretch=stretch, in_place=True)
+    prepared_sub = None
+    if subsample is not None:
+        prepared_sub = dict(subsample, **{d: images.pop((d, "subsample")) for d in store.DEPTHS})
+    return PreparedData(images, labels, prepared_sub, bounds, source, kind)
 
 
 def raw_subsample_index(raw):
     """Positions of the attack subsample in the test split, when the dataset records them."""
+    if raw.subsample is not None and raw.subsample.get("test_index") is not None:
+        return raw.subsample["test_index"]
     path = raw.root / "metadata_150.npz"
     if path.exists():
         with np.load(path) as meta:

@@ -4,8 +4,14 @@ Files (Zenodo doi 10.5281/zenodo.5514180, names from the DeepAdversaries noteboo
   images_Y10_{train,valid,test}.npy, images_Y1_{...}.npy   (N, 3, 100, 100) raw e-, NCHW
   labels_{train,valid,test}.npy                            (N, 3) one-hot (spiral, elliptical, merger)
   regular_images_150.npy, noisy_images_150.npy, labels_150.npy   the attack subsample (Y10, Y1)
-Our simulator adds metadata_{split}.npz (G, M20, F, S, intended class, seed, augmentation) and
-dataset.json (config, versions, counts, checksums), written last: it marks a complete dataset.
+  (or images_Y10_test_150.npy, images_Y1_test_150.npy, labels_test_150.npy: the thesis names)
+Images may be any float dtype (float32 as published); labels any integer or float one-hot. A
+folder is recognised by content (`detect_kind`: simulated, zenodo or tfds). The subsample's rows
+in the test split come from metadata_150.npz or, for the Zenodo files, from matching content;
+without subsample files one is drawn from the test split (`derive_subsample_index`).
+Our simulator adds metadata_{split}.npz (G, M20, F, S, intended class, seed, candidate index,
+galaxy id, augmentation) and dataset.json (config, versions, counts, checksums), written last:
+it marks a complete dataset.
 
 Inside the package arrays are NHWC float32; this module is the one place that converts.
 """
@@ -38,6 +44,53 @@ def image_file(depth: str, split: str) -> str:
 
 def label_file(split: str) -> str:
     return f"labels_{split}.npy"
+
+
+def zenodo_files() -> list[str]:
+    """The nine split files every dataset folder (Zenodo or simulated) must hold."""
+    return [image_file(d, s) for s in SPLITS for d in DEPTHS] + [label_file(s) for s in SPLITS]
+
+
+# --- What a folder holds: detection by content ---
+TFDS_MARKERS = ("dataset_info.json", "features.json")  # what every prepared TFDS dataset has
+
+
+def find_tfds_dir(root: Path) -> Path | None:
+    """The prepared TFDS dataset at or below `root`, or None.
+
+    TFDS writes data_dir/name/config/version/{dataset_info.json, features.json, *.array_record*};
+    `root` may be any of these levels. Unfinished builds (incomplete.*) are skipped; two or
+    more finished ones are ambiguous and raise a DataError listing them.
+    """
+    root = Path(root)
+    for depth in range(4):
+        pattern = "/".join(["*"] * depth + [TFDS_MARKERS[0]])
+        found = sorted(p.parent for p in root.glob(pattern)
+                       if (p.parent / TFDS_MARKERS[1]).exists()
+                       and not any(part.startswith("incomplete.") for part in p.relative_to(root).parts))
+        if len(found) > 1:
+            raise DataError(f"{root}: holds {len(found)} TFDS datasets ({', '.join(map(str, found))}); "
+                            "pass the one to use")
+        if found:
+            return found[0]
+    return None
+
+
+def detect_kind(root: Path) -> str:
+    """What `root` holds, by content: "simulated" (dataset.json), "zenodo" (the published .npy
+    files only) or "tfds" (a prepared TFDS dataset at or below it); DataError when none."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    if (root / "dataset.json").exists():
+        return "simulated"
+    if any((root / name).exists() for name in zenodo_files() + list(SUBSAMPLE_FILES + SUBSAMPLE_FILES_ALT)):
+        return "zenodo"
+    if find_tfds_dir(root) is not None:
+        return "tfds"
+    raise DataError(f"{root}: no dataset found: expected the Zenodo files ({', '.join(zenodo_files())}), "
+                    "a folder written by `jaxrobust simulate` (dataset.json), or a TFDS dataset "
+                    f"({' + '.join(TFDS_MARKERS)}, from jaxrobust.data.tfds)")
 
 
 # --- Atomic writes ---
@@ -214,10 +267,26 @@ def open_npy(path: Path) -> np.ndarray:
         raise DataError(f"{path}: file not found")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as err:  # truncated data or a bad header
-        raise DataError(f"{path}: not a readable .npy array ({err}); is the file truncated?") from err
+    except (ValueError, EOFError) as err:  # truncated data or a bad header; EOFError: empty file
+        raise DataError(f"{path}: not a readable .npy array ({err}); {_npy_size_hint(path)}") from err
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err})") from err
+
+
+def _npy_size_hint(path: Path) -> str:
+    """What the .npy header promises versus the bytes on disk (for error messages)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(handle)
+            expected = handle.tell() + int(np.prod(shape)) * dtype.itemsize
+    except Exception:  # the header itself is cut or garbled: nothing more to say
+        return f"expected a .npy header, the file has {size} bytes; is it truncated?"
+    return (f"its header promises a {dtype} array of shape {shape} = {expected} bytes, the file has "
+            f"{size}; is it truncated?")
 
 
 def check_images(array: np.ndarray, path: Path, check_finite: bool = True) -> None:
@@ -240,6 +309,8 @@ def check_images(array: np.ndarray, path: Path, check_finite: bool = True) -> No
 def labels_from_one_hot(array: np.ndarray, path: Path, n_images: int | None = None) -> np.ndarray:
     """(N, 3) one-hot rows (any integer or float dtype) -> (N,) int class indices."""
     array = np.asarray(array)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise DataError(f"{path}: labels dtype is {array.dtype}; expected integer (or float) one-hot")
     if array.ndim != 2 or array.shape[1] != NUM_CLASSES:
         raise DataError(f"{path}: labels must have shape (N, 3) one-hot (spiral, elliptical, "
                         f"merger), got {array.shape}")
@@ -269,6 +340,81 @@ def to_nchw(images_nhwc: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(images_nhwc, (0, 3, 1, 2)), dtype=np.float32)
 
 
+def _read_info(info_path: Path) -> dict:
+    """dataset.json contents, {} when absent (the published Zenodo files have none)."""
+    if not info_path.exists():
+        return {}
+    try:
+        return json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{info_path}: not valid JSON ({err}); expected the dataset.json that "
+                        "`jaxrobust simulate` writes last") from err
+
+
+def subsample_names(root: Path) -> tuple[str, str, str] | None:
+    """The file names of the attack subsample in `root`: (Y10, Y1, labels), or None if absent.
+
+    Either name set of §5 counts (DeepAdversaries' first); a set with files missing is an error,
+    since silently drawing a new subsample would change which images are attacked.
+    """
+    root = Path(root)
+    partial = None
+    for names in (SUBSAMPLE_FILES, SUBSAMPLE_FILES_ALT):
+        present = [(root / n).exists() for n in names]
+        if all(present):
+            return names
+        if any(present) and partial is None:
+            partial = names, present
+    if partial is not None:
+        names, present = partial
+        missing = [n for n, here in zip(names, present) if not here]
+        raise DataError(f"{root / missing[0]}: file not found; the attack subsample needs all of "
+                        f"{', '.join(names)} (or none of them: it is then drawn from the test split)")
+    return None
+
+
+def derive_subsample_index(n_test: int, size: int, seed: int) -> np.ndarray:
+    """(min(size, n_test),) sorted test rows: the attack subsample of a dataset without one.
+
+    The same seeded stream as attack.attack_images' fallback, so both pick the same images.
+    """
+    rng = np.random.default_rng([seed, 150])
+    return np.sort(rng.choice(n_test, size=min(int(size), n_test), replace=False))
+
+
+def _row_key(row: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(row, dtype=np.float32).tobytes(), digest_size=16).digest()
+
+
+def locate_rows(rows: np.ndarray, within: np.ndarray, chunk: int = 256) -> np.ndarray | None:
+    """(n,) int64 positions in `within` of each of `rows` (first exact match as float32), or None.
+
+    Args:
+      rows: (n, ...) arrays to find (e.g. the 150 subsample images).
+      within: (N, ...) with the same trailing shape; may be a memmap, read `chunk` rows at a time.
+    """
+    wanted: dict[bytes, list[int]] = {}
+    for i, row in enumerate(rows):
+        wanted.setdefault(_row_key(row), []).append(i)
+    index = np.full(len(rows), -1, dtype=np.int64)
+    for start in range(0, len(within), chunk):
+        for j, row in enumerate(np.asarray(within[start:start + chunk])):
+            for i in wanted.pop(_row_key(row), ()):
+                index[i] = start + j
+        if not wanted:
+            return index
+    return None
+
+
+def read_metadata(root: Path, split: str) -> dict[str, np.ndarray]:
+    """Per-image metadata of a split (our simulator's metadata_{split}.npz); {} when absent."""
+    path = Path(root) / f"metadata_{split}.npz"
+    if not path.exists():
+        return {}
+    with np.load(path) as meta:
+        return {k: meta[k] for k in meta.files}
+
+
 class RawDataset:
     """A validated dataset folder: raw NCHW arrays (memory-mapped) and integer labels.
 
@@ -277,7 +423,8 @@ class RawDataset:
       kind: "simulated" (has our dataset.json) or "zenodo" (the published files only).
       images: {(depth, split): (N, 3, H, W) memmap of raw electrons}.
       labels: {split: (N,) int32 class indices}.
-      subsample: {"Y10", "Y1": (n, 3, H, W) memmap, "labels": (n,) int32} or None if absent.
+      subsample: {"Y10", "Y1": (n, 3, H, W) memmap, "labels": (n,) int32, "files": the three
+        names, "test_index": (n,) rows of the test split or None} or None if absent.
       info: the dataset.json contents ({} for Zenodo folders).
     """
 
@@ -285,8 +432,7 @@ class RawDataset:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: dataset folder not found")
-        info_path = self.root / "dataset.json"
-        self.info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        self.info = _read_info(self.root / "dataset.json")
         self.kind = "simulated" if self.info else "zenodo"
         self.images, self.labels = {}, {}
         shape = None
@@ -309,18 +455,41 @@ class RawDataset:
         self.subsample = self._open_subsample(check_finite)
 
     def _open_subsample(self, check_finite: bool):
-        for names in (SUBSAMPLE_FILES, SUBSAMPLE_FILES_ALT):
-            paths = [self.root / n for n in names]
-            if not all(p.exists() for p in paths):
-                continue
-            y10, y1 = open_npy(paths[0]), open_npy(paths[1])
-            for array, path in ((y10, paths[0]), (y1, paths[1])):
-                check_images(array, path, check_finite)
-            if y10.shape != y1.shape:
-                raise DataError(f"{paths[1]}: shape {y1.shape} differs from {paths[0]} {y10.shape}")
-            labels = labels_from_one_hot(open_npy(paths[2]), paths[2], len(y10))
-            return {"Y10": y10, "Y1": y1, "labels": labels}
-        return None
+        names = subsample_names(self.root)
+        if names is None:
+            return None
+        paths = [self.root / n for n in names]
+        y10, y1 = open_npy(paths[0]), open_npy(paths[1])
+        for array, path in ((y10, paths[0]), (y1, paths[1])):
+            check_images(array, path, check_finite)
+            if array.shape[1:] != self.image_shape:
+                raise DataError(f"{path}: image shape {array.shape[1:]} differs from the splits' "
+                                f"{self.image_shape}")
+        if y10.shape != y1.shape:
+            raise DataError(f"{paths[1]}: shape {y1.shape} differs from {paths[0]} {y10.shape}")
+        labels = labels_from_one_hot(open_npy(paths[2]), paths[2], len(y10))
+        return {"Y10": y10, "Y1": y1, "labels": labels, "files": names,
+                "test_index": self._subsample_test_index(y10, y1)}
+
+    def _subsample_test_index(self, y10: np.ndarray, y1: np.ndarray) -> np.ndarray | None:
+        """(n,) rows of the test split the subsample holds: metadata_150.npz (our simulator),
+        else found by content (the Zenodo files record none); None when not from the test split."""
+        n_test = len(self.labels["test"])
+        path = self.root / "metadata_150.npz"
+        if path.exists():
+            with np.load(path) as meta:
+                if "test_index" not in meta.files:
+                    raise DataError(f"{path}: field test_index missing (has {meta.files})")
+                index = np.asarray(meta["test_index"], dtype=np.int64)
+            if index.shape != (len(y10),) or (index.size and (index.min() < 0 or index.max() >= n_test)):
+                raise DataError(f"{path}: test_index must hold {len(y10)} rows of the test split "
+                                f"(0..{n_test - 1}), got shape {index.shape}")
+            return index
+        index = locate_rows(y10, self.images["Y10", "test"])
+        if index is None or not np.array_equal(np.asarray(y1, np.float32),
+                                               np.asarray(self.images["Y1", "test"][index], np.float32)):
+            return None
+        return index
 
     def counts(self) -> dict[str, list[int]]:
         """Images per class (spiral, elliptical, merger) in each split."""

@@ -11,15 +11,81 @@ order is (H, W, C) here versus PyTorch's (C, H, W): a permutation of the bottlen
 """
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrobust.models.common import (Head, batch_norm, bn_mask, bottleneck, torch_default_bias,
                                      torch_default_kernel)
 
 # (features, kernel size, padding) per block: Table 1.
 CONVNET_BLOCKS = ((8, 5, 2), (16, 3, 1), (32, 3, 1))
+
+
+# --- The first block in phase layout ---
+# A conv with 3 input channels runs at a sixth of the speed of the others on a CPU (XLA's conv
+# wants channels). Since a 2x2 max-pool follows, compute the conv on 2x2 pixel blocks instead:
+# space-to-depth gives (H/2, W/2, 12) inputs, and the 5x5 kernel becomes a 3x3 kernel over
+# blocks with 4 x 8 outputs, one group of 8 channels per output phase (row, col parity). BN
+# statistics over (blocks, phases) are the per-pixel statistics, and the pool is a max over
+# the phase axis. Same function, 1.44x the FLOPs, ~4x faster.
+def space_to_depth(x: jax.Array) -> jax.Array:
+    """(N, H, W, C) -> (N, H/2, W/2, 4C), channels ordered (row parity, col parity, C)."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
+
+
+def _phase_taps(kernel_size: int, padding: int):
+    """Block offsets P, and for each (P, input parity q, output parity a) the kernel tap or -1."""
+    offsets = np.arange(math.floor(-padding / 2), math.floor((1 + padding) / 2) + 1)
+    taps = np.full((len(offsets), 2, 2), -1)
+    for i, block in enumerate(offsets):
+        for q in range(2):
+            for a in range(2):
+                d = 2 * block + q - a  # pixel offset of this tap from the output pixel
+                if -padding <= d <= padding:
+                    taps[i, q, a] = d + padding
+    return offsets, taps
+
+
+def phase_kernel(kernel: jax.Array, padding: int) -> jax.Array:
+    """(k, k, Cin, Cout) stride-1 kernel -> (K, K, 4 Cin, 4 Cout) kernel over 2x2 blocks."""
+    k, _, c_in, c_out = kernel.shape
+    offsets, taps = _phase_taps(k, padding)
+    tr = taps[:, None, :, None, :, None]  # (Pr, 1, qr, 1, a, 1)
+    tc = taps[None, :, None, :, None, :]  # (1, Pc, 1, qc, 1, b)
+    valid = (tr >= 0) & (tc >= 0)
+    gathered = kernel[np.clip(tr, 0, k - 1), np.clip(tc, 0, k - 1)]  # (Pr, Pc, qr, qc, a, b, Cin, Cout)
+    gathered = jnp.where(valid[..., None, None], gathered, 0.0)
+    n = len(offsets)
+    return gathered.transpose(0, 1, 2, 3, 6, 4, 5, 7).reshape(n, n, 4 * c_in, 4 * c_out)
+
+
+def phase_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    """conv(x, kernel, pad) as (N, H/2, W/2, 4, Cout): output pixel (2i + a, 2j + b) at [i, j, 2a + b]."""
+    offsets, _ = _phase_taps(kernel.shape[0], padding)
+    pad = (int(-offsets[0]), int(offsets[-1]))
+    y = jax.lax.conv_general_dilated(space_to_depth(x), phase_kernel(kernel, padding).astype(x.dtype), (1, 1),
+                                     (pad, pad), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y.reshape(y.shape[:3] + (4, kernel.shape[3]))
+
+
+class PhaseConv(nn.Module):
+    """nn.Conv's parameters (kernel (k, k, Cin, Cout), bias), computed in phase layout."""
+
+    features: int
+    kernel_size: int
+    padding: int
+    c_in: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", torch_default_kernel, (self.kernel_size, self.kernel_size, self.c_in, self.features))
+        bias = self.param("bias", torch_default_bias(self.c_in * self.kernel_size ** 2), (self.features,))
+        return phase_conv(x, kernel, self.padding) + bias
 
 
 class ConvNet(nn.Module):
@@ -30,20 +96,23 @@ class ConvNet(nn.Module):
 
     def setup(self):
         in_channels = (3,) + tuple(f for f, _, _ in CONVNET_BLOCKS[:-1])
-        self.convs = [
+        (f1, k1, p1), c1 = CONVNET_BLOCKS[0], in_channels[0]
+        self.convs = [PhaseConv(f1, k1, p1, c1, name="conv1")] + [
             nn.Conv(f, (k, k), padding=((p, p), (p, p)), kernel_init=torch_default_kernel,
-                    bias_init=torch_default_bias(c_in * k * k), name=f"conv{i + 1}")
-            for i, ((f, k, p), c_in) in enumerate(zip(CONVNET_BLOCKS, in_channels))]
+                    bias_init=torch_default_bias(c_in * k * k), name=f"conv{i + 2}")
+            for i, ((f, k, p), c_in) in enumerate(zip(CONVNET_BLOCKS[1:], in_channels[1:]))]
         self.norms = [batch_norm(f"bn{i + 1}") for i in range(len(CONVNET_BLOCKS))]
         self.bottleneck = bottleneck(self.latent_dim)
         self.classifier = Head(self.num_classes, name="head")
 
     def features(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
         """(N, 100, 100, 3) stretched images -> (N, 4608) flattened conv features."""
-        for conv, norm in zip(self.convs, self.norms):
-            x = conv(x)
+        if x.shape[1] % 2 or x.shape[2] % 2:
+            raise ValueError(f"the ConvNet needs even image sizes, got {x.shape[1:3]}")
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            x = conv(x)  # block 1: (N, H/2, W/2, 4 phases, C); BN reduces over phases too
             x = norm(x, use_running_average=not train, mask=bn_mask(mask, x))
-            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+            x = jnp.max(nn.relu(x), axis=3) if i == 0 else nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
         return x.reshape((x.shape[0], -1))
 
     def embed(self, x, train: bool = False, mask=None) -> jax.Array:
