@@ -187,12 +187,12 @@ def bench_model(name: str, args, peak: float) -> dict:
     flops = convnet_flops() if name == "convnet" else resnet18_flops()
     floor = peak / flops
     out = {"flops_per_forward": flops, "full_forward_floor_candidates_per_second": floor}
-    chunk = 400 if name == "convnet" else 100
-    full = attack.FullEvaluator(attack.logits_function(model, variables), chunk)
+    defaults = attack.AttackSpec()
+    full = attack.FullEvaluator(attack.logits_function(model, variables), defaults.chunk("full"))
     out["ours_full"] = ours(full, images, gens, args.images[name])
     out["ours_full"]["fraction_of_floor"] = out["ours_full"]["candidates_per_second"] / floor
     if incremental.supports(model):
-        inc = incremental.IncrementalEvaluator(model, variables, 1600)
+        inc = incremental.IncrementalEvaluator(model, variables, defaults.chunk("incremental"))
         out["ours_incremental"] = ours(inc, images, gens, args.images[name])
         out["ours_incremental"]["flops_per_candidate"] = incremental_flops()
         out["ours_incremental"]["times_full_forward_floor"] = out["ours_incremental"]["candidates_per_second"] / floor
