@@ -235,9 +235,11 @@ def test_batch_statistics_against_numpy(convnet):
     x = _images(6)
     _, stats = _train_apply(model, variables, x, MASK)
     conv1 = jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.convs[0](x)))(variables, x)
-    valid = np.asarray(conv1, np.float64)[:4]  # (4, 100, 100, 8)
-    mean = valid.mean(axis=(0, 1, 2))
-    var = valid.var(axis=(0, 1, 2))  # flax uses the biased variance
+    valid = np.asarray(conv1, np.float64)[:4]  # (4, 50, 50, 4 phases, 8): every conv1 pixel once
+    assert valid.shape == (4, 50, 50, 4, 8)
+    pixels = valid.reshape(-1, 8)
+    mean = pixels.mean(axis=0)
+    var = pixels.var(axis=0)  # flax uses the biased variance
     bn1 = stats["batch_stats"]["bn1"]
     # running = 0.9 running + 0.1 batch, starting from mean 0 and var 1 (PyTorch momentum 0.1)
     np.testing.assert_allclose(bn1["mean"], 0.1 * mean, rtol=1e-4, atol=1e-7)
@@ -246,3 +248,16 @@ def test_batch_statistics_against_numpy(convnet):
 
 def test_registry_names():
     assert {"convnet", "resnet18", "_resnet_tiny"} <= set(MODELS)
+
+
+def test_phase_conv_equals_a_plain_convolution():
+    """The first block's phase layout computes the same conv outputs, rearranged."""
+    from jaxrobust.models import convnet as convnet_lib
+
+    x = jax.random.uniform(jax.random.key(0), (2, 100, 100, 3))
+    for k, pad in ((3, 1), (5, 2), (7, 3)):
+        w = jax.random.normal(jax.random.key(k), (k, k, 3, 4))
+        plain = jax.lax.conv_general_dilated(x, w, (1, 1), ((pad, pad), (pad, pad)),
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        phases = np.asarray(plain).reshape(2, 50, 2, 50, 2, 4).transpose(0, 1, 3, 2, 4, 5).reshape(2, 50, 50, 4, 4)
+        np.testing.assert_allclose(np.asarray(convnet_lib.phase_conv(x, w, pad)), phases, atol=2e-5)

