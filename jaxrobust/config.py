@@ -205,6 +205,11 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+def training_settings(config_dict: dict) -> dict:
+    """The sections that determine a trained model: all but `attack` and `analysis`."""
+    return {k: v for k, v in config_dict.items() if k not in ("attack", "analysis")}
+
+
 def copy_with(config: ml_collections.ConfigDict, updates: dict) -> ml_collections.ConfigDict:
     """A locked copy of `config` with dotted-key updates applied (same checks as overrides)."""
     new = ml_collections.ConfigDict(config.to_dict())

@@ -48,11 +48,17 @@ def ensure_dataset(config, workdir: Path, data_dir: Path | None, log=print) -> P
     return data_dir
 
 
+def same_training(run_dir: Path, config) -> bool:
+    """Whether the run folder was trained with the same data, model and training settings."""
+    path = Path(run_dir) / "config.json"
+    return path.exists() and config_lib.training_settings(json.loads(path.read_text())) == \
+        config_lib.training_settings(json.loads(config_lib.to_json(config)))
+
+
 def training_finished(run_dir: Path, config) -> bool:
     from jaxrobust import checkpoint
 
-    path = Path(run_dir) / "config.json"
-    if not path.exists() or json.loads(path.read_text()) != json.loads(config_lib.to_json(config)):
+    if not same_training(run_dir, config):
         return False
     meta = checkpoint.read_meta(run_dir, "latest")
     return bool(meta) and (meta.get("stopped") or meta.get("epoch") == config.train.epochs - 1)
@@ -71,9 +77,7 @@ def run_variant(config, run_dir: Path, data, log=print) -> None:
     if training_finished(run_dir, config):
         log(f"[{name}] training finished earlier: skipped")
     else:
-        same_config = (run_dir / "config.json").exists() and json.loads(
-            (run_dir / "config.json").read_text()) == json.loads(config_lib.to_json(config))
-        resume = same_config and checkpoint.latest_step(run_dir) is not None
+        resume = same_training(run_dir, config) and checkpoint.latest_step(run_dir) is not None
         log(f"[{name}] {'resuming' if resume else 'training'} {config.model.name}")
         train.train_and_evaluate(config, run_dir, data, resume=resume, log=log)
     best = run_dir / "checkpoints" / "best"

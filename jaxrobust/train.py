@@ -318,9 +318,10 @@ def _write_config(workdir: Path, config, resume: bool) -> None:
 
     path = Path(workdir) / "config.json"
     text = config_lib.to_json(config)
-    if resume and path.exists() and json.loads(path.read_text()) != json.loads(text):
-        raise ValueError(f"{path}: --resume with a different config than the interrupted run; "
-                         "start a new workdir or resume with the same config and overrides")
+    if resume and path.exists() and config_lib.training_settings(json.loads(path.read_text())) != \
+            config_lib.training_settings(json.loads(text)):
+        raise ValueError(f"{path}: --resume with different data, model or training settings than the "
+                         "interrupted run; start a new workdir or resume with the same config and overrides")
     store.atomic_write_bytes(path, text.encode())
 
 

@@ -354,9 +354,19 @@ def test_resume_refuses_a_different_config(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
     (workdir / "config.json").write_text((ref / "config.json").read_text())
-    with pytest.raises(ValueError, match="different config"):
+    with pytest.raises(ValueError, match="different data, model or training settings"):
         train.train_and_evaluate(syn.tiny_config(learning_rate=0.5), workdir, data=syn.tiny_data(),
                                  resume=True, progress=False)
+
+
+def test_resume_accepts_other_attack_settings():
+    """The attack and analysis sections do not change a trained model: resuming may differ there."""
+    from jaxrobust.config import training_settings
+
+    a = {"train": {"epochs": 3}, "attack": {"population": 400}, "analysis": {"bootstrap": 10}, "seed": 0}
+    b = {"train": {"epochs": 3}, "attack": {"population": 40}, "analysis": {"bootstrap": 99}, "seed": 0}
+    assert training_settings(a) == training_settings(b)
+    assert training_settings(a) != training_settings(dict(b, seed=1))
 
 
 def test_a_fresh_run_in_a_used_folder_starts_over(tmp_path):
