@@ -23,16 +23,60 @@ def torch_default_bias(fan_in: int):
     return init
 
 
-def batch_norm(name: str | None = None) -> nn.BatchNorm:
+class BatchNorm(nn.Module):
+    """BatchNorm over the last axis with PyTorch's constants and an optional (N,) row mask.
+
+    Train mode normalises with the batch statistics of the valid rows (mask 1) and updates the
+    running averages, momentum 0.1 in PyTorch's convention (flax's 0.9), eps 1e-5; eval mode
+    uses the running averages. Parameters and statistics carry flax.linen.BatchNorm's names
+    (scale, bias; mean, var). The masked moments are taken from per-row sums, so a mask costs a
+    reduction over N x C numbers instead of an extra pass over the whole activation (flax's
+    masked BatchNorm was 5x slower than its plain one on a CPU).
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, use_running_average: bool, mask: jax.Array | None = None) -> jax.Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
+        running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), stat_dtype))
+        running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), stat_dtype))
+        if use_running_average:
+            mean, var = running_mean.value, running_var.value
+        else:
+            mean, var = batch_moments(x, mask)
+            if not self.is_initializing():
+                running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
+                running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var
+        factor = scale * jax.lax.rsqrt(var + self.epsilon)
+        return ((x - mean) * factor + bias).astype(x.dtype)
+
+
+def batch_moments(x: jax.Array, mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Per-channel mean and (biased) variance over all axes but the last, valid rows only."""
+    rows = x.reshape(x.shape[0], -1, x.shape[-1]).astype(jnp.promote_types(x.dtype, jnp.float32))
+    row_sum = jnp.sum(rows, axis=1)  # (N, C)
+    row_sq = jnp.sum(rows * rows, axis=1)
+    weight = jnp.ones((x.shape[0],), rows.dtype) if mask is None else mask.astype(rows.dtype)
+    count = jnp.sum(weight) * rows.shape[1]
+    mean = weight @ row_sum / count
+    var = jnp.maximum(weight @ row_sq / count - mean * mean, 0.0)
+    return mean, var
+
+
+def batch_norm(name: str | None = None) -> BatchNorm:
     """BatchNorm with PyTorch's constants: running average momentum 0.1 (flax 0.9), eps 1e-5."""
-    return nn.BatchNorm(momentum=0.9, epsilon=1e-5, name=name)
+    return BatchNorm(name=name)
 
 
 def bn_mask(mask: jax.Array | None, x: jax.Array) -> jax.Array | None:
-    """(N,) validity mask -> broadcastable to x, so padded rows never enter batch statistics."""
-    if mask is None:
-        return None
-    return mask.reshape((-1,) + (1,) * (x.ndim - 1)).astype(bool)
+    """The (N,) validity mask of a batch, as BatchNorm takes it (padded rows never count)."""
+    del x
+    return mask
 
 
 class Head(nn.Module):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrobust.models.convnet import CONVNET_BLOCKS, phase_conv
+from jaxrobust.models.convnet import CONVNET_BLOCKS, max_pool_2x2, phase_conv
 
 BN_EPS = 1e-5  # models.common.batch_norm
 
@@ -35,8 +35,7 @@ def conv_block(x: jax.Array, kernel: jax.Array, bias: jax.Array, padding: int) -
     """conv (folded BN) -> ReLU -> 2x2 max-pool, NHWC."""
     y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((padding, padding), (padding, padding)),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
-    y = jnp.maximum(y, 0.0)
-    return jax.lax.reduce_window(y, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    return max_pool_2x2(jnp.maximum(y, 0.0))
 
 
 def phase_block(x: jax.Array, kernel: jax.Array, bias: jax.Array, padding: int) -> jax.Array:
