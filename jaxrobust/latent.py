@@ -113,6 +113,13 @@ def isomap(latents: np.ndarray, n_components: int = 2, n_neighbors: int = 5) -> 
     """scikit-learn Isomap embedding (N, n_components) of latents (N, D)."""
     from sklearn.manifold import Isomap
 
+    import warnings
+
     latents = np.asarray(latents, np.float64)
     n_neighbors = min(n_neighbors, len(latents) - 1)
-    return Isomap(n_components=n_components, n_neighbors=n_neighbors).fit_transform(latents)
+    with warnings.catch_warnings():
+        # Well-separated classes give a disconnected neighbour graph; scikit-learn completes it
+        # and says so once per component (with a SciPy sparse-efficiency note): expected here.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings("ignore", message=".*sparsity structure.*")
+        return Isomap(n_components=n_components, n_neighbors=n_neighbors).fit_transform(latents)

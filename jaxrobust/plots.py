@@ -81,7 +81,7 @@ def gini_m20_diagram(path: Path, gini: np.ndarray, m20: np.ndarray, labels: np.n
     ax.set_ylim(0.3, 0.75)
     ax.set_xlabel("M20")
     ax.set_ylabel("Gini")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="lower right")  # the empty corner: faint, concentrated is impossible
     ax.set_title("Gini-M20 labels of the simulated galaxies")
     return _save(fig, path)
 
@@ -152,8 +152,9 @@ def church_window(path: Path, classes: np.ndarray, axis: np.ndarray, true_class:
     target = CLASS_NAMES[target_class] if target_class >= 0 else "any"
     ax.set_title(f"{title_prefix}{CLASS_NAMES[true_class]} $\\rightarrow$ {target}", fontsize=13)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in CLASS_COLOURS]
-    ax.legend(handles + ax.get_legend_handles_labels()[0], list(CLASS_NAMES) + ax.get_legend_handles_labels()[1],
-              fontsize=8, loc="lower left", framealpha=0.85)
+    markers, labels = ax.get_legend_handles_labels()
+    ax.legend(handles + markers, list(CLASS_NAMES) + labels, fontsize=8, ncol=3, loc="upper center",
+              bbox_to_anchor=(0.5, -0.12), frameon=False)  # below the axes: the window stays visible
     return _save(fig, path)
 
 
@@ -169,13 +170,18 @@ def isomap_2d(path: Path, proj_y10: np.ndarray, proj_y1: np.ndarray, pred_y10: n
     """Paper Figure 3 (right): Y10 latents filled, Y1 empty, coloured by predicted class."""
     fig, ax = plt.subplots(figsize=(7.5, 6))
     colours = np.asarray(CLASS_COLOURS)
-    ax.scatter(*proj_y10.T, s=36, c=colours[pred_y10], label="Y10 (filled)")
-    ax.scatter(*proj_y1.T, s=36, facecolors="none", edgecolors=colours[pred_y1], linewidths=1.2, label="Y1 (empty)")
+    ax.scatter(*proj_y10.T, s=36, c=colours[pred_y10])
+    ax.scatter(*proj_y1.T, s=36, facecolors="none", edgecolors=colours[pred_y1], linewidths=1.2)
     _triplet_markers(ax, proj_triplet, classes_triplet)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or "Isomap of the latent space (colour: predicted class)")
-    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    legend = [plt.Line2D([], [], ls="", marker="o", color="grey", label="Y10 test galaxy"),
+              plt.Line2D([], [], ls="", marker="o", mfc="none", color="grey", label="Y1 twin")]
+    legend += [plt.Line2D([], [], ls="", marker="s", color=c, label=n) for n, c in zip(CLASS_NAMES, CLASS_COLOURS)]
+    legend += [plt.Line2D([], [], ls="", marker=m, color="k", mfc="white", ms=10, label=f"triplet {k}")
+               for k, m in MARKERS.items()]
+    ax.legend(handles=legend, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, path)
 
 
