@@ -191,7 +191,7 @@ def base_config() -> ml_collections.ConfigDict:
     attack.n_images = 150  # size of the seeded test subsample
     attack.block_generations = 8  # generations per jitted block between compactions
     attack.images_per_call = 16  # images evaluated together in one jitted block
-    attack.chunk_candidates = 2048  # candidates per forward chunk (memory budget)
+    attack.chunk_candidates = 0  # candidates per forward chunk (memory budget); 0 = per backend
     attack.evaluator = "auto"  # "full", "incremental" or "auto"
 
     # --- analysis ---
