@@ -381,9 +381,13 @@ def logits_function(model, variables) -> Callable:
 
 
 def _evaluator_kind(name: str, model) -> str:
+    """Which chunk default applies: "incremental" (small per-candidate state: the ConvNet's
+    windows) or "full" (whole feature maps per candidate: full forwards, ResNet18's stages 2-4)."""
     from jaxrobust import incremental
+    from jaxrobust.models import ConvNet
 
-    return "incremental" if name == "incremental" or (name == "auto" and incremental.supports(model)) else "full"
+    windows_only = isinstance(model, ConvNet) and incremental.supports(model)
+    return "incremental" if windows_only and name in ("incremental", "auto") else "full"
 
 
 def make_evaluator(name: str, model, variables, chunk: int):

@@ -114,22 +114,72 @@ def test_attack_with_incremental_equals_full_evaluator(convnet):
     np.testing.assert_allclose(inc.fitness, full.fitness, rtol=1e-4)
 
 
-def test_auto_picks_incremental_for_the_convnet_and_full_otherwise(convnet):
+def resnet_with_statistics(seed=0, dtype=jnp.float32):
+    """The test-size ResNet (one block per stage) with non-trivial BatchNorm running statistics."""
+    model = build_model("_resnet_tiny")
+    variables = dict(model.init({"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)},
+                                jnp.zeros((1, H, W, 3))))
+    keys = iter(jax.random.split(jax.random.key(seed + 2), 256))
+
+    def perturb_stat(path, a):
+        name = path[-1].key
+        if name == "mean":
+            return 0.01 * jax.random.normal(next(keys), a.shape)
+        return jax.random.uniform(next(keys), a.shape, minval=0.3, maxval=1.5)
+
+    variables["batch_stats"] = jax.tree_util.tree_map_with_path(perturb_stat, variables["batch_stats"])
+    return model, jax.tree_util.tree_map(lambda a: a.astype(dtype), variables)
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_resnet_incremental_logits_equal_full_forward(x64):
+    """Windows through the stem and the first stage, then the rest in full: the same logits."""
+    dtype = jnp.float64 if x64 else jnp.float32
+    with jax.enable_x64(x64):
+        model, variables = resnet_with_statistics(0, dtype)
+        n = 24
+        images = jax.random.uniform(jax.random.key(4), (n, H, W, 3), dtype, minval=0.45, maxval=0.9)
+        genes = jnp.asarray(candidate_genes(n, 2), dtype)
+        evaluator = incremental.IncrementalEvaluator(model, variables, n)
+        inc = np.asarray(evaluator.logits(images, genes))
+        full = np.asarray(folded_lib.resnet_logits(evaluator.folded, attack.perturb(images, genes)))
+        clean = np.asarray(folded_lib.resnet_logits(evaluator.folded, images))
+        assert np.abs(full - clean).max() > 100 * np.abs(inc - full).max()  # the pixel matters more than the error
+        assert np.abs(inc - full).max() / np.abs(full).max() < (1e-10 if x64 else 1e-5)
+        reference = np.asarray(model.apply(variables, attack.perturb(images, genes), train=False)[1])
+        np.testing.assert_allclose(full, reference, rtol=1e-4, atol=1e-7)  # folding keeps the function
+
+
+def test_resnet_flops_saved_is_about_a_quarter():
+    assert 0.2 < incremental.resnet_flops_saved() < 0.3
+
+
+def test_auto_picks_incremental_for_supported_models(convnet):
     model, variables = convnet
     assert attack.make_evaluator("auto", model, variables, 10).name == "incremental"
-    resnet = build_model("_resnet_tiny")
-    res_vars = jax.eval_shape(resnet.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))  # shapes suffice
-    assert attack.make_evaluator("auto", resnet, res_vars, 10).name == "full"
+    resnet, res_vars = resnet_with_statistics()
+    assert attack.make_evaluator("auto", resnet, res_vars, 10).name == "incremental"
+    assert attack.make_evaluator("full", resnet, res_vars, 10).name == "full"
 
 
 def test_bad_use_is_refused(convnet):
+    import flax.linen as nn
+
     model, variables = convnet
-    resnet = build_model("_resnet_tiny")
-    with pytest.raises(ValueError, match="supports the ConvNet only"):
-        incremental.IncrementalEvaluator(resnet, {}, 10)
+
+    class Other(nn.Module):
+        num_classes: int = 3
+
+        @nn.compact
+        def __call__(self, x, train=False):
+            return x, nn.Dense(3)(x.reshape(len(x), -1))
+
+    with pytest.raises(ValueError, match="supports the ConvNet and ResNet18"):
+        incremental.IncrementalEvaluator(Other(), {}, 10)
     with pytest.raises(ValueError, match="eval-mode BatchNorm"):
         incremental.IncrementalEvaluator(model, {"params": variables["params"]}, 10)
-    with pytest.raises(ValueError, match="supports the ConvNet only"):
-        attack.make_evaluator("incremental", resnet, {}, 10)
+    with pytest.raises(ValueError, match="supports the ConvNet and ResNet18"):
+        attack.make_evaluator("incremental", Other(), {}, 10)
+    assert attack.make_evaluator("auto", Other(), {}, 10).name == "full"
     with pytest.raises(ValueError, match="attack.evaluator"):
         attack.make_evaluator("fast", model, variables, 10)

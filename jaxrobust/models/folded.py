@@ -55,3 +55,67 @@ def convnet_logits(folded: dict, x: jax.Array) -> jax.Array:
     """(N, 100, 100, 3) -> (N, 3) logits of the folded ConvNet."""
     w, b = folded["head"]
     return convnet_latent(folded, x) @ w + b
+
+
+# --- ResNet18 ---
+def _fold(kernel, bn, moments):
+    scale = bn["scale"] / jnp.sqrt(moments["var"] + BN_EPS)
+    return kernel * scale, bn["bias"] - moments["mean"] * scale
+
+
+def fold_resnet(variables) -> dict:
+    """{"params", "batch_stats"} of a ResNet18 -> folded convs (W, b) per layer, dense layers.
+
+    {"stem": (W, b), "blocks": [{"conv1", "conv2", "down" (or None), "stride"}], "bottleneck",
+    "head"}; block i of `blocks` is layer{i // 2 + 1}_{i % 2}.
+    """
+    params, stats = variables["params"], variables["batch_stats"]
+    trunk, trunk_stats = params["trunk"], stats["trunk"]
+    blocks = []
+    for name in sorted(k for k in trunk if k.startswith("layer")):
+        p, s = trunk[name], trunk_stats[name]
+        down = _fold(p["downsample_conv"]["kernel"], p["downsample_bn"], s["downsample_bn"]) if "downsample_conv" in p else None
+        stride = 2 if (down is not None and not name.startswith("layer1")) else 1
+        blocks.append({"conv1": _fold(p["conv1"]["kernel"], p["bn1"], s["bn1"]),
+                       "conv2": _fold(p["conv2"]["kernel"], p["bn2"], s["bn2"]), "down": down, "stride": stride})
+    return {"stem": _fold(trunk["conv1"]["kernel"], trunk["bn1"], trunk_stats["bn1"]), "blocks": blocks,
+            "bottleneck": (params["bottleneck"]["kernel"], params["bottleneck"]["bias"]),
+            "head": (params["head"]["fc"]["kernel"], params["head"]["fc"]["bias"])}
+
+
+def conv_same(x, kernel, bias, stride: int = 1):
+    """PyTorch-padded conv + bias, NHWC."""
+    pad = (kernel.shape[0] - 1) // 2
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+
+
+def basic_block(x, block: dict):
+    """One folded BasicBlock: relu(conv2(relu(conv1(x))) + shortcut(x))."""
+    y = jnp.maximum(conv_same(x, *block["conv1"], stride=block["stride"]), 0.0)
+    y = conv_same(y, *block["conv2"])
+    shortcut = x if block["down"] is None else conv_same(x, *block["down"], stride=block["stride"])
+    return jnp.maximum(y + shortcut, 0.0)
+
+
+def resnet_stem(folded: dict, x):
+    """Folded stem: 7x7/2 conv (on 2x2 blocks) + ReLU + 3x3/2 max-pool: (N, 100, 100, 3) -> (N, 25, 25, 64)."""
+    from jaxrobust.models.resnet import max_pool_3x3_stride2, stride2_conv
+
+    kernel, bias = folded["stem"]
+    return max_pool_3x3_stride2(jnp.maximum(stride2_conv(x, kernel, 3) + bias, 0.0))
+
+
+def resnet_head(folded: dict, x, first_block: int = 0):
+    """Blocks `first_block`.. of the folded trunk, global pool, bottleneck, head -> (latent, logits)."""
+    for block in folded["blocks"][first_block:]:
+        x = basic_block(x, block)
+    wb, bb = folded["bottleneck"]
+    latent = jnp.mean(x, axis=(1, 2)) @ wb + bb
+    wh, bh = folded["head"]
+    return latent, latent @ wh + bh
+
+
+def resnet_logits(folded: dict, x):
+    """(N, 100, 100, 3) -> (N, 3) logits of the folded ResNet18 (eval mode: no dropout)."""
+    return resnet_head(folded, resnet_stem(folded, x))[1]
