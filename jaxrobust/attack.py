@@ -21,7 +21,7 @@ generation, so results do not depend on batch size, slot order, chunking or devi
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 from collections import deque
 from typing import Callable, NamedTuple
 
@@ -279,20 +279,14 @@ def _compile(evaluator, spec: AttackSpec, targeted: bool, mesh):
     key = (spec, targeted, None if mesh is None else (mesh.devices.shape, tuple(d.id for d in mesh.devices.flat)))
     if key in cache:
         return cache[key]
-    init = partial_fn(_init_slots, evaluator, spec, targeted)
-    block = partial_fn(_run_block, evaluator, spec, targeted)
+    init = functools.partial(_init_slots, evaluator, spec, targeted)
+    block = functools.partial(_run_block, evaluator, spec, targeted)
     if mesh is not None and parallel.num_shards(mesh) > 1:
         rows = jax.sharding.PartitionSpec(parallel.DATA_AXIS)
         init = jax.shard_map(init, mesh=mesh, in_specs=(rows, rows, rows), out_specs=rows, check_vma=False)
         block = jax.shard_map(block, mesh=mesh, in_specs=(rows, rows), out_specs=rows, check_vma=False)
     cache[key] = (jax.jit(init, donate_argnums=(0,)), jax.jit(block, donate_argnums=(0,)))
     return cache[key]
-
-
-def partial_fn(fn, *bound):
-    def wrapped(*args):
-        return fn(*bound, *args)
-    return wrapped
 
 
 def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: np.ndarray, key: jax.Array,
@@ -332,6 +326,7 @@ def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: n
                           np.zeros(n, np.float32))
     bar = tqdm(total=n, desc="attack", unit="task", disable=not progress)
     impl = jax.random.key_impl(key)
+    slots = None
     while queue or (slot_task >= 0).any():
         fresh = np.zeros(slots_n, bool)
         for slot in np.flatnonzero(slot_task < 0):
@@ -340,12 +335,14 @@ def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: n
             task = queue.popleft()
             slot_task[slot], fresh[slot] = task, True
             slot_images[slot], slot_objective[slot], slot_keys[slot] = images[task], objective[task], task_keys[task]
-        slots = Slots(evaluator.prepare(jnp.asarray(slot_images)),
-                      jax.random.wrap_key_data(jnp.asarray(slot_keys), impl=impl),
-                      jnp.asarray(slot_objective), jnp.full(slots_n, spec.max_generations, jnp.int32),
-                      jnp.asarray(slot_task >= 0))
-        if fresh.any():
+        if fresh.any() or slots is None:  # new tasks: new caches (the clean activations), keys, targets
+            slots = Slots(evaluator.prepare(jnp.asarray(slot_images)),
+                          jax.random.wrap_key_data(jnp.asarray(slot_keys), impl=impl),
+                          jnp.asarray(slot_objective), jnp.full(slots_n, spec.max_generations, jnp.int32),
+                          jnp.asarray(slot_task >= 0))
             state = init_fn(state, slots, jnp.asarray(fresh))
+        elif not np.array_equal(np.asarray(slots.valid), slot_task >= 0):  # finished slots, none refilled
+            slots = slots._replace(valid=jnp.asarray(slot_task >= 0))
         state = block_fn(state, slots)
         done, generations = jax.device_get((state.done, state.generations))
         finished = (slot_task >= 0) & (done | (generations >= spec.max_generations))
