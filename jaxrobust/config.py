@@ -15,8 +15,16 @@ from typing import Iterable
 
 import ml_collections
 
-# Where the bundled configs live: the repository's configs/ (editable installs, checkouts).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def _bundled_config_dir() -> Path:
+    """configs/ of a checkout, else the copy installed as the package jaxrobust.configs."""
+    checkout = Path(__file__).resolve().parent.parent / "configs"
+    if checkout.is_dir():
+        return checkout
+    installed = Path(__file__).resolve().parent / "configs"
+    return installed
+
+
+CONFIG_DIR = _bundled_config_dir()
 
 
 class ConfigError(ValueError):
