@@ -1,0 +1,38 @@
+"""The benchmark scripts run and write their JSON (slow: kept out of CI; `pytest -m slow`)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def run(script, *args, tmp_path):
+    out = tmp_path / f"{script}.json"
+    done = subprocess.run([sys.executable, str(SCRIPTS / f"{script}.py"), *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_bench_attack_quick(tmp_path):
+    result = run("bench_attack", "--quick", "--models", "convnet", "--no-torch", tmp_path=tmp_path)
+    convnet = result["convnet"]
+    assert convnet["ours_incremental"]["candidates_per_second"] > convnet["ours_full"]["candidates_per_second"]
+    assert convnet["ours_incremental"]["flops_per_candidate"] < convnet["flops_per_forward"] / 20
+
+
+@pytest.mark.slow
+def test_bench_train_quick(tmp_path):
+    result = run("bench_train", "--quick", "--models", "convnet", "--no-torch", tmp_path=tmp_path)
+    assert result["convnet"]["regular"]["jax"] > 0 and result["convnet"]["da"]["jax"] > 0
+
+
+@pytest.mark.slow
+def test_bench_simulate_small(tmp_path):
+    result = run("bench_simulate", "--n-per-class", "2", "--workers", "1", "--dataset-fraction", "0.02",
+                 tmp_path=tmp_path)
+    assert result["gsparams"]["draw_time_ratio_default_over_config"] > 0
