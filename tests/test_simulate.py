@@ -391,3 +391,23 @@ def test_any_dataset_image_regenerates_alone():
         np.testing.assert_array_equal(store.augment(candidate.y10, kind), y10[row])
         np.testing.assert_array_equal(store.augment(candidate.y1, kind), y1[row])
     assert len(cache) < len(y10)  # the test split holds a merger and its augmented copies
+
+
+def test_unguarded_scripts_simulate_in_process(tmp_path):
+    """A script calling the simulation at top level must not hang in spawned workers."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from jaxrobust.config import load_config\n"
+        "from jaxrobust.data import simulate\n"
+        "config = load_config('quick', ['data.n_spiral=2', 'data.n_elliptical=1', 'data.n_merger=1',"
+        " 'data.preview=False', 'data.mag_r_range=(15.0, 18.0)'])\n"
+        "result = simulate.simulate_galaxies(simulate.SimulationSpec.from_config(config), workers=2,"
+        " progress=False)\n"
+        "print('galaxies', len(result.accepted))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "galaxies 4" in done.stdout
+    assert "simulating in this process" in done.stderr

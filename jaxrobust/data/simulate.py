@@ -14,7 +14,9 @@ import json
 import math
 import multiprocessing
 import os
+import sys
 import time
+from pathlib import Path
 
 import galsim
 import numpy as np
@@ -408,6 +410,19 @@ def _next_batch(spec: SimulationSpec, kept: list, next_index: list, tried: list)
     return tasks
 
 
+def main_module_is_spawn_safe() -> bool:
+    """Whether "spawn" worker processes can start: they import the __main__ script, so a script
+    that calls the simulation at top level, unguarded, would recurse and hang. Interactive
+    sessions, notebooks, `python -c` and guarded scripts (the jaxrobust CLI, pytest) are safe."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if path is None:
+        return True
+    try:
+        return "__main__" in Path(path).read_text(errors="ignore")
+    except OSError:
+        return True
+
+
 def simulate_galaxies(spec: SimulationSpec, workers: int = 0, progress: bool = True) -> SimulationResult:
     """Simulates until each class has its count of G-M20-confirmed galaxies.
 
@@ -420,6 +435,10 @@ def simulate_galaxies(spec: SimulationSpec, workers: int = 0, progress: bool = T
 
     spec.validate()
     workers = workers or os.cpu_count() or 1
+    if workers > 1 and not main_module_is_spawn_safe():
+        print("jaxrobust: simulating in this process: worker processes re-run the calling script, "
+              "which has no `if __name__ == \"__main__\":` guard", file=sys.stderr)
+        workers = 1
     start = time.perf_counter()
     kept: list[list[Candidate]] = [[], [], []]
     next_index, tried = [0, 0, 0], [0, 0, 0]
@@ -514,9 +533,9 @@ def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool
 
     Returns the dataset.json contents (counts, rejection rates, timings, checksums). Every file
     is written atomically and dataset.json last, so an interrupted run leaves no valid dataset.
+    Worker processes ("spawn") need the calling script to guard its top level with
+    `if __name__ == "__main__":`; an unguarded script simulates in-process (with a note).
     """
-    from pathlib import Path
-
     from jaxrobust.data import store
 
     out_dir = Path(out_dir)
