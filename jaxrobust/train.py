@@ -415,7 +415,7 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     else:
         step_fn = make_host_step(model, tx, spec, class_w, dropout_key, mesh)
     predict = make_predict(model, t.eval_batch_size, mesh)
-    summary = {}
+    summary, last = {}, {}
     for epoch in range(meta["epoch"] + 1, t.epochs):
         if meta["stopped"]:
             break
@@ -424,6 +424,8 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
         target_rows = epoch_rows(target_key, epoch, n, t.batch_size) if spec.domain_adaptation else rows
         sums = jax.device_put(zero_sums(), repl)
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress, leave=False)
+        # the previous epoch's numbers: reading this epoch's would sync with the device every step
+        bar.set_postfix(last, refresh=False)
         if placement == "device":
             for step in range(steps):
                 state, sums = step_fn(state, sums, device_data, rows, target_rows, np.int32(step))
@@ -451,6 +453,8 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
         record["seconds"] = round(time.perf_counter() - start, 3)
         record["images_per_second"] = round(n * (2 if spec.domain_adaptation else 1) / record["seconds"], 1)
         _append_metrics(workdir, record)
+        last = {"loss": f"{record['train_loss']:.3f}", "acc": f"{record['train_acc']:.3f}",
+                "val_acc": f"{record['val_acc_y10']:.3f}"}
         stop = stopper.update(record["val_loss"])
         if record["val_acc_y10"] > meta["best_acc"]:
             meta.update(best_acc=record["val_acc_y10"], best_epoch=epoch)
