@@ -134,10 +134,6 @@ def success(fitness: jax.Array, targeted: bool, spec: AttackSpec) -> jax.Array:
     return jnp.min(fitness, axis=-1) < spec.untargeted_threshold
 
 
-def best_member(fitness: jax.Array, targeted: bool) -> jax.Array:
-    return jnp.argmax(fitness, axis=-1) if targeted else jnp.argmin(fitness, axis=-1)
-
-
 # --- Evaluators: the probabilities of every candidate of every active task ---
 UNROLL_MAX_CHUNKS = 32  # above this many chunks per call, loop instead of unrolling
 
