@@ -117,6 +117,9 @@ def _run_attack_overrides(config, overrides):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from jaxrobust import hostmem
+
+    hostmem.keep_freed_memory()  # before JAX starts its threads: see jaxrobust/hostmem.py
     from jaxrobust import config as config_lib
     from jaxrobust.data import DataError
 

@@ -22,6 +22,10 @@ import platform
 import sys
 import time
 
+from jaxrobust import hostmem
+
+hostmem.keep_freed_memory()  # before JAX or PyTorch start threads; both run under it
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxrobust.models.common import (Head, batch_norm, bn_mask, bottleneck, torch_default_bias,
                                      torch_default_kernel)
+from jaxrobust.models.conv import Conv, conv2d
 
 # (features, kernel size, padding) per block: Table 1.
 CONVNET_BLOCKS = ((8, 5, 2), (16, 3, 1), (32, 3, 1))
@@ -68,8 +69,7 @@ def phase_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
     """conv(x, kernel, pad) as (N, H/2, W/2, 4, Cout): output pixel (2i + a, 2j + b) at [i, j, 2a + b]."""
     offsets, _ = _phase_taps(kernel.shape[0], padding)
     pad = (int(-offsets[0]), int(offsets[-1]))
-    y = jax.lax.conv_general_dilated(space_to_depth(x), phase_kernel(kernel, padding).astype(x.dtype), (1, 1),
-                                     (pad, pad), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = conv2d(space_to_depth(x), phase_kernel(kernel, padding), (1, 1), (pad, pad))
     return y.reshape(y.shape[:3] + (4, kernel.shape[3]))
 
 
@@ -109,8 +109,7 @@ class ConvNet(nn.Module):
         in_channels = (3,) + tuple(f for f, _, _ in CONVNET_BLOCKS[:-1])
         (f1, k1, p1), c1 = CONVNET_BLOCKS[0], in_channels[0]
         self.convs = [PhaseConv(f1, k1, p1, c1, name="conv1")] + [
-            nn.Conv(f, (k, k), padding=((p, p), (p, p)), kernel_init=torch_default_kernel,
-                    bias_init=torch_default_bias(c_in * k * k), name=f"conv{i + 2}")
+            Conv(f, k, padding=p, name=f"conv{i + 2}")
             for i, ((f, k, p), c_in) in enumerate(zip(CONVNET_BLOCKS[1:], in_channels[1:]))]
         self.norms = [batch_norm(f"bn{i + 1}") for i in range(len(CONVNET_BLOCKS))]
         self.bottleneck = bottleneck(self.latent_dim)

@@ -17,15 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust.models.common import Head, batch_norm, bn_mask, bottleneck, kaiming_fan_out
+from jaxrobust.models.conv import Conv, conv2d
 from jaxrobust.models.convnet import space_to_depth
 
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))  # (channels, first stride) per stage
 
 
-def conv(features: int, kernel: int, stride: int = 1, name: str | None = None) -> nn.Conv:
+def conv(features: int, kernel: int, stride: int = 1, name: str | None = None) -> Conv:
     pad = (kernel - 1) // 2  # PyTorch's symmetric padding, not XLA "SAME"
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                   use_bias=False, kernel_init=kaiming_fan_out, name=name)
+    return Conv(features, kernel, stride, pad, use_bias=False, kernel_init=kaiming_fan_out, name=name)
 
 
 # --- The stem, shaped for a CPU ---
@@ -52,8 +52,7 @@ def stride2_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
     block_kernel = jnp.where(((tr >= 0) & (tc >= 0))[..., None, None], gathered, 0.0)
     block_kernel = block_kernel.reshape(len(offsets), len(offsets), 4 * c_in, c_out).astype(x.dtype)
     pad = (int(-offsets[0]), int(offsets[-1]))
-    return jax.lax.conv_general_dilated(space_to_depth(x), block_kernel, (1, 1), (pad, pad),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return conv2d(space_to_depth(x), block_kernel, (1, 1), (pad, pad))
 
 
 class Stride2Conv(nn.Module):
@@ -67,8 +66,7 @@ class Stride2Conv(nn.Module):
         kernel = self.param("kernel", kaiming_fan_out, (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
         padding = (self.kernel_size - 1) // 2
         if x.shape[1] % 2 or x.shape[2] % 2:  # odd sizes: the plain strided conv
-            return jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (2, 2), ((padding, padding),) * 2,
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return conv2d(x, kernel, (2, 2), ((padding, padding),) * 2)
         return stride2_conv(x, kernel, padding)
 
 
