@@ -152,14 +152,14 @@ def make_device_step(model, tx, spec: StepSpec, class_weights, dropout_key, mesh
         return train_step(state, sums, batch, model=model, tx=tx, spec=spec,
                           class_weights=class_weights, dropout_key=dropout_key, mesh=mesh)
 
-    return jax.jit(device_step, donate_argnums=(0, 1))
+    return jax.jit(device_step, donate_argnums=(0, 1), compiler_options=parallel.step_compiler_options())
 
 
 def make_host_step(model, tx, spec: StepSpec, class_weights, dropout_key, mesh):
     """jit(state, sums, batch) -> (state, sums) for batches streamed from host memory."""
     step = partial(train_step, model=model, tx=tx, spec=spec, class_weights=class_weights,
                    dropout_key=dropout_key, mesh=mesh)
-    return jax.jit(step, donate_argnums=(0, 1))
+    return jax.jit(step, donate_argnums=(0, 1), compiler_options=parallel.step_compiler_options())
 
 
 def host_batches(arrays: dict, rows: np.ndarray, target_rows: np.ndarray | None, n: int,
