@@ -7,7 +7,9 @@ batch gathered by index, state donated, metrics kept on the device) and, when Py
 installed, the same networks, optimiser (Adam, coupled L2) and losses (weighted CE, 19-kernel
 MMD) in plain PyTorch, eager and under torch.compile, in the same process. A DA step forwards
 128 Y10 + 128 Y1 images; images/s counts both. Speeds are reported as ratios to PyTorch
-measured in the same run because this machine is shared and noisy.
+measured in the same run because this machine is shared and noisy. Both frameworks run with
+freed host memory kept (jaxrobust.hostmem, which speeds PyTorch up as well);
+JAXROBUST_KEEP_FREED_MEMORY=0 measures them under glibc's default malloc.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import time
 
 from jaxrobust import hostmem
 
-hostmem.keep_freed_memory()  # before JAX or PyTorch start threads; both run under it
+HOST_MEMORY_KEPT = hostmem.keep_freed_memory()  # before JAX or PyTorch start threads; both run under it
 
 import jax
 import jax.numpy as jnp
@@ -102,7 +104,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     steps = {"convnet": 4 if args.quick else 12, "resnet18": 2 if args.quick else 4}
     result = {"benchmark": "train", "batch": BATCH, "backend": jax.default_backend(), "jax_version": jax.__version__,
-              "devices": [str(d) for d in jax.devices()], "machine": platform.machine(), "cpu_count": os.cpu_count()}
+              "devices": [str(d) for d in jax.devices()], "machine": platform.machine(), "cpu_count": os.cpu_count(),
+              # JAXROBUST_KEEP_FREED_MEMORY=0 measures both frameworks under glibc's default malloc
+              "host_memory_kept": HOST_MEMORY_KEPT}
     for name in args.models.split(","):
         entry = {}
         for da in (False, True):
