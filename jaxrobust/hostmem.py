@@ -3,8 +3,8 @@
 XLA:CPU allocates each execution's temporaries (hundreds of MB in a train step) with malloc and
 frees them afterwards. glibc hands blocks that large straight back to the kernel (mmap/munmap,
 and per-thread arenas that are unmapped when empty), so the next step touches fresh pages and
-the kernel zeroes every one: ~79,000 page faults per ConvNet step at batch 128 on this
-project's 2-core CPU, about a third of the step. `keep_freed_memory` tells glibc to serve large
+the kernel zeroes every one: 80,000-100,000 page faults per ConvNet step at batch 128 on
+this project's 2-core CPU, a quarter to a third of the step (scripts/bench_train_parts.py). `keep_freed_memory` tells glibc to serve large
 blocks from one heap it never trims; the process then holds its peak memory until it exits,
 which for a training or attack job is what it needs anyway.
 
@@ -40,11 +40,11 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-        gnu_get_libc_version = libc.gnu_get_libc_version  # absent in musl: not glibc, leave it
-    except (OSError, AttributeError):
+    except OSError:
         return False
-    del gnu_get_libc_version
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):  # musl: leave it
+        return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     settings = ((_M_MMAP_MAX, 0),  # large blocks from the heap, never mmap (freed = unmapped)
                 (_M_TRIM_THRESHOLD, 2**31 - 1),  # never give the top of the heap back

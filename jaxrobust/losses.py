@@ -62,7 +62,7 @@ def self_sq_distances(x: jax.Array) -> jax.Array:
     Value and gradient both from explicit differences. The gradient is written out
     (2 sum_j (g_kj + g_jk)(x_k - x_j), one contraction over the (N, N, D) differences) because
     XLA:CPU's derivation of it was the costliest op of the DA train step (118 ms of MMD
-    gradient at 2 x 128 latents; 14 ms written out).
+    gradient at 2 x 128 latents; 11-14 ms written out).
     """
     return pairwise_sq_distances(x, x)
 

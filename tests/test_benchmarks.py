@@ -36,3 +36,12 @@ def test_bench_simulate_small(tmp_path):
     result = run("bench_simulate", "--n-per-class", "2", "--workers", "1", "--dataset-fraction", "0.02",
                  tmp_path=tmp_path)
     assert result["gsparams"]["draw_time_ratio_default_over_config"] > 0
+
+
+@pytest.mark.slow
+def test_bench_train_parts_quick(tmp_path):
+    result = run("bench_train_parts", "--quick", tmp_path=tmp_path)
+    assert len(result["conv_kernel_grad"]) == 10 and result["mmd_grad"]["ratio"] > 0
+    memory = result["convnet_step_host_memory"]
+    assert memory["kept"]["host_memory_kept"] and not memory["default"]["host_memory_kept"]
+    assert memory["kept"]["page_faults_per_step"] < memory["default"]["page_faults_per_step"]
