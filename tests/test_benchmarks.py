@@ -45,3 +45,11 @@ def test_bench_train_parts_quick(tmp_path):
     memory = result["convnet_step_host_memory"]
     assert memory["kept"]["host_memory_kept"] and not memory["default"]["host_memory_kept"]
     assert memory["kept"]["page_faults_per_step"] < memory["default"]["page_faults_per_step"]
+
+
+@pytest.mark.slow
+def test_profile_train_finds_the_convolutions(tmp_path):
+    result = run("profile_train", "--steps", "1", tmp_path=tmp_path)
+    jax_rows = result["jax"]["rows"]
+    assert result["jax"]["conv_matmul_ms"] > 0 and result["jax"]["other_ms"] > 0
+    assert any(r["kind"] == "conv_matmul" and "conv1" in r["source"] for r in jax_rows)
