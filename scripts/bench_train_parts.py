@@ -1,10 +1,12 @@
 """Benchmark: the pieces of a train step that jaxrobust rewrote for the CPU, old way vs new, as JSON.
 
-    python scripts/bench_train_parts.py [--quick] [--parts conv,mmd,faults] [--out parts.json]
+    python scripts/bench_train_parts.py [--quick] [--parts conv,patches,mmd,faults] [--out parts.json]
 
 - conv: the kernel gradient (forward + dK) of every convolution shape in the ConvNet and
   ResNet18 at batch 128, XLA's own (`weight_grad="xla"`) against the patches product
   (`"patches"`, the CPU default), ms and their ratio.
+- patches: building those patches (`conv.conv_patches`, the taps stacked on a new axis) against
+  concatenating the taps along channels (the previous way; the same array), ms and their ratio.
 - mmd: the gradient of the 19-kernel MMD of 128 + 128 latents (256-d), autodiff through the
   explicit differences against the written-out gradient (`losses.self_sq_distances`).
 - faults: page faults and images/s of the ConvNet train step with freed host memory kept
@@ -29,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxrobust import losses  # noqa: E402
-from jaxrobust.models.conv import conv2d  # noqa: E402
+from jaxrobust.models.conv import conv2d, conv_patches  # noqa: E402
 
 # (name, input H = W, C_in, C_out, kernel, stride, padding): the networks' convolutions at 100 x 100
 CONV_SHAPES = (("convnet conv1 (2x2 blocks)", 50, 12, 32, 3, 1, (1, 1)),
@@ -73,6 +75,37 @@ def conv_part(batch: int, repeats: int) -> list[dict]:
     return rows
 
 
+def concatenated_patches(x, kernel_hw, strides, padding):
+    """conv_patches' array, built the previous way: the taps concatenated along channels."""
+    (kh, kw), (sh, sw) = kernel_hw, strides
+    xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    n, hp, wp, c = xp.shape
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    return jnp.concatenate([xp[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw]
+                            for i in range(kh) for j in range(kw)], axis=-1)
+
+
+def patches_part(batch: int, repeats: int) -> list[dict]:
+    rows = []
+    for name, size, c_in, _, k, stride, pad in CONV_SHAPES:
+        if k == 1:
+            continue  # a 1x1 conv's patches are its (strided) input
+        x = jax.random.normal(jax.random.key(0), (batch, size, size, c_in))
+        args = ((k, k), (stride, stride), (pad, pad))
+        stacked = jax.jit(lambda a: conv_patches(a, *args))
+        concatenated = jax.jit(lambda a: concatenated_patches(a, *args))
+        if not bool(jnp.array_equal(stacked(x), concatenated(x))):
+            raise AssertionError(f"{name}: stacked and concatenated patches differ")
+        row = {"conv": name, "input": [batch, size, size, c_in], "kernel": [k, k],
+               "stacked_ms": best_ms(stacked, x, repeats=repeats),
+               "concatenated_ms": best_ms(concatenated, x, repeats=repeats)}
+        row["ratio_concatenated_over_stacked"] = row["concatenated_ms"] / row["stacked_ms"]
+        rows.append(row)
+        print(f"{name:28s} patches stacked {row['stacked_ms']:7.1f} ms  concatenated {row['concatenated_ms']:7.1f} ms",
+              file=sys.stderr, flush=True)
+    return rows
+
+
 def mmd_part(repeats: int) -> dict:
     rng = np.random.default_rng(0)
     source = jnp.asarray(rng.normal(size=(128, 256)), jnp.float32)
@@ -112,7 +145,7 @@ def faults_part(steps: int) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="batch 16 convolutions, fewer repetitions and steps")
-    parser.add_argument("--parts", default="conv,mmd,faults")
+    parser.add_argument("--parts", default="conv,patches,mmd,faults", help="comma-separated (default: all)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--faults-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -120,14 +153,16 @@ def main(argv=None) -> dict:
         print(json.dumps(faults_child(args.faults_child)))
         return {}
     parts = args.parts.split(",")
-    unknown = set(parts) - {"conv", "mmd", "faults"}
+    unknown = set(parts) - {"conv", "patches", "mmd", "faults"}
     if unknown:
-        parser.error(f"--parts: unknown {sorted(unknown)}; choose from conv, mmd, faults")
+        parser.error(f"--parts: unknown {sorted(unknown)}; choose from conv, patches, mmd, faults")
     repeats = 2 if args.quick else 5
     result = {"benchmark": "train_parts", "backend": jax.default_backend(), "jax_version": jax.__version__,
               "cpu_count": os.cpu_count(), "host_memory_kept": HOST_MEMORY_KEPT}
     if "conv" in parts:
         result["conv_kernel_grad"] = conv_part(16 if args.quick else 128, repeats)
+    if "patches" in parts:
+        result["conv_patches"] = patches_part(16 if args.quick else 128, repeats)
     if "mmd" in parts:
         result["mmd_grad"] = mmd_part(repeats)
     if "faults" in parts:

@@ -42,6 +42,7 @@ def test_bench_simulate_small(tmp_path):
 def test_bench_train_parts_quick(tmp_path):
     result = run("bench_train_parts", "--quick", tmp_path=tmp_path)
     assert len(result["conv_kernel_grad"]) == 10 and result["mmd_grad"]["ratio"] > 0
+    assert len(result["conv_patches"]) == 9 and all(r["ratio_concatenated_over_stacked"] > 0 for r in result["conv_patches"])
     memory = result["convnet_step_host_memory"]
     assert memory["kept"]["host_memory_kept"] and not memory["default"]["host_memory_kept"]
     assert memory["kept"]["page_faults_per_step"] < memory["default"]["page_faults_per_step"]

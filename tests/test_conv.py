@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrobust.models.conv import Conv, conv2d, conv_patches
+from jaxrobust.models import conv as conv_module
+from jaxrobust.models.conv import Conv, conv2d, conv_patches, kernel_gradient
 
 # (kernel, stride, padding) of every conv in the ConvNet and ResNet18, plus an asymmetric pad
 CASES = [(3, 1, ((1, 1), (1, 1))), (5, 1, ((2, 2), (2, 2))), (3, 2, ((1, 1), (1, 1))),
@@ -71,6 +72,30 @@ def test_patches_gradient_equals_xla_gradient_in_float64():
         for p, q in zip(patches, xla):
             assert p.dtype == jnp.float64
             np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n,stride", [(6, 1), (5, 1), (6, 2)])
+def test_kernel_gradient_summed_over_image_chunks_matches_numpy(monkeypatch, n, stride):
+    rng = np.random.default_rng(n + stride)
+    x = rng.normal(size=(n, 9, 8, 4)).astype(np.float32)
+    padding = ((1, 1), (1, 1))
+    ho, wo = (9 + 2 - 3) // stride + 1, (8 + 2 - 3) // stride + 1
+    dy = rng.normal(size=(n, ho, wo, 5)).astype(np.float32)
+    # patches of two images per chunk: 3 chunks of 2 for n = 6, 5 chunks of 1 for n = 5 (prime)
+    monkeypatch.setattr(conv_module, "PATCH_CHUNK_FLOATS", 2 * ho * wo * 9 * 4)
+    assert conv_module._chunk_images(n, ho * wo * 9 * 4) == (2 if n % 2 == 0 else 1)
+    grad = kernel_gradient(jnp.asarray(x), jnp.asarray(dy), (3, 3), (stride, stride), padding)
+    expected = numpy_kernel_grad(x.astype(np.float64), dy.astype(np.float64), (3, 3, 4, 5), stride, padding)
+    np.testing.assert_allclose(np.asarray(grad).reshape(3, 3, 4, 5), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_chunk_images_is_the_largest_divisor_that_fits():
+    budget = conv_module.PATCH_CHUNK_FLOATS
+    assert conv_module._chunk_images(128, 2500 * 108) == 2 == 128 // 64  # ConvNet conv1: 3.9 images fit
+    assert conv_module._chunk_images(128, 625 * 144) == 8  # 11.6 fit; 8 is the largest divisor below
+    assert conv_module._chunk_images(6, 10) == 6  # everything fits: one product, no scan
+    assert conv_module._chunk_images(7, budget // 3) == 1  # 3 fit, but 7 is prime
+    assert conv_module._chunk_images(12, budget * 4) == 1  # not even one image fits
 
 
 def test_patches_hold_each_receptive_field_in_kernel_order():
