@@ -47,8 +47,7 @@ def _padded_patches(xp: jax.Array, kernel_hw: tuple[int, int], strides: tuple[in
             for i in range(kh) for j in range(kw)]
     if len(taps) == 1:
         return taps[0]
-    # the same bytes in the same order as jnp.concatenate(taps, -1), which XLA:CPU lowered to a
-    # padded copy per tap before placing them: stacked, 1.3-1.8x faster at the networks' shapes
+    # the same array as jnp.concatenate(taps, -1); scripts/bench_train_parts.py times both
     return jnp.stack(taps, axis=3).reshape(n, ho, wo, kh * kw * c)
 
 
