@@ -3,8 +3,9 @@
 XLA:CPU allocates each execution's temporaries (hundreds of MB in a train step) with malloc and
 frees them afterwards. glibc hands blocks that large straight back to the kernel (mmap/munmap,
 and per-thread arenas that are unmapped when empty), so the next step touches fresh pages and
-the kernel zeroes every one: 80,000-100,000 page faults per ConvNet step at batch 128 on
-this project's 2-core CPU, a quarter to a third of the step (scripts/bench_train_parts.py). `keep_freed_memory` tells glibc to serve large
+the kernel zeroes every one: ~100,000 page faults per ConvNet step at batch 128 on this
+project's 2-core CPU before the kernel gradients were chunked (a quarter of the step), ~48,000
+after (scripts/bench_train_parts.py). `keep_freed_memory` tells glibc to serve large
 blocks from one heap it never trims; the process then holds its peak memory until it exits,
 which for a training or attack job is what it needs anyway.
 

@@ -4,9 +4,9 @@
 
 Runs the benchmark's jitted train step (batch 128, scripts/bench_train.py's setup), traces
 `--steps` warm steps with jax.profiler, and sums the time of each XLA op (a fusion, a
-convolution, a dot) over them. Each op is joined to the source line and JAX op name recorded in
-the compiled module's metadata (from an `--xla_dump_to` dump), so a row reads "fusion.12,
-8.1 ms/step, conv_general_dilated transpose(jvp(...)) at models/conv.py:57". Ops run
+convolution, a dot) over them. Each op is joined to the JAX op name recorded in the compiled
+module's metadata (from an `--xla_dump_to` dump; the source line too when XLA records one), so a
+row reads "dot_general.41, 38 ms/step, .../transpose(jvp(ConvNet))/.../conv1/dot_general". Ops run
 concurrently on a CPU, so the rows can add up to more than the wall time of a step: read them
 as "what is busy", then confirm a lead with an isolated benchmark.
 
@@ -40,7 +40,6 @@ if __name__ == "__main__":
     hostmem.keep_freed_memory()
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_train  # noqa: E402  (same model, data and step as the benchmark)
@@ -117,7 +116,7 @@ def kind_totals(rows: list[dict]) -> dict:
 TORCH_CONV_MATMUL = ("conv", "mm", "linear", "matmul", "bmm")
 
 
-def torch_profile(model: str, domain_adaptation: bool, steps: int, images: int) -> dict:
+def torch_profile(model: str, domain_adaptation: bool, steps: int, images: int, top: int) -> dict:
     """The eager PyTorch step, profiled: self CPU time per operator and by kind, per step."""
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -141,7 +140,7 @@ def torch_profile(model: str, domain_adaptation: bool, steps: int, images: int) 
             for e in prof.key_averages() if e.self_cpu_time_total > 0]
     rows.sort(key=lambda r: -r["ms_per_step"])
     return {"images_per_s": 1000 * images / step_ms, "step_ms": step_ms, "profiled": True,
-            **kind_totals(rows), "rows": rows[:25]}
+            **kind_totals(rows), "rows": rows[:top]}
 
 
 def main(argv=None) -> dict:
@@ -149,7 +148,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", default="convnet", help="convnet or resnet18 (default convnet)")
     parser.add_argument("--da", action="store_true", help="profile the domain-adaptation step")
     parser.add_argument("--steps", type=int, default=5, help="warm steps traced (default 5)")
-    parser.add_argument("--top", type=int, default=25, help="rows printed (default 25)")
+    parser.add_argument("--top", type=int, default=25, help="rows printed and kept per framework (default 25)")
     parser.add_argument("--torch", action="store_true", help="also profile the eager PyTorch step (needs torch)")
     parser.add_argument("--out", help="also write the rows as JSON here")
     args = parser.parse_args(argv)
@@ -170,7 +169,7 @@ def main(argv=None) -> dict:
               "jax": {"images_per_s": images_per_s, "step_ms": 1000 * images / images_per_s,
                       **kind_totals(rows), "rows": rows[: args.top]}}
     if args.torch:
-        report["torch_eager"] = torch_profile(args.model, args.da, args.steps, images)
+        report["torch_eager"] = torch_profile(args.model, args.da, args.steps, images, args.top)
     for framework in ("jax", "torch_eager"):
         if framework in report:
             r = report[framework]
