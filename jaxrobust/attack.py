@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import parallel
+from jaxrobust.predict import make_predict, probabilities
 
 NUM_GENES = 5  # (row, col, g, r, i)
 
@@ -485,15 +486,12 @@ def attack_protocol(model, variables, images_y10: np.ndarray, images_y1: np.ndar
 
 
 def _latents_and_probs(model, variables, batch: int = 64):
-    from jaxrobust.train import make_predict
-
+    """images -> (latents, float32 probabilities), `batch` images per compiled call."""
     predict = make_predict(model, batch)
 
     def run(images):
         latent, logits = predict(variables, images)
-        logits = logits.astype(np.float64)
-        e = np.exp(logits - logits.max(1, keepdims=True))
-        return latent, (e / e.sum(1, keepdims=True)).astype(np.float32)
+        return latent, probabilities(logits).astype(np.float32)
 
     return run
 

@@ -14,6 +14,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from jaxrobust import checkpoint, parallel
+from jaxrobust.predict import make_predict, probabilities
 from jaxrobust.data import store
 
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
@@ -34,16 +35,9 @@ def classification_metrics(labels: np.ndarray, predicted: np.ndarray, num_classe
     }
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def evaluate_run(run_dir, data, series: str = "best", log=print) -> dict:
     """Evaluates a trained run on the test split at both depths; returns {"Y10": m, "Y1": m}."""
     from jaxrobust import plots
-    from jaxrobust.train import make_predict
 
     run_dir = Path(run_dir)
     model, variables, config = checkpoint.load_variables(run_dir, series)
@@ -52,7 +46,7 @@ def evaluate_run(run_dir, data, series: str = "best", log=print) -> dict:
     results, arrays = {}, {"labels": labels}
     for depth in store.DEPTHS:
         latent, logits = predict(variables, data.images[depth, "test"])
-        probs = softmax(logits.astype(np.float64))
+        probs = probabilities(logits)
         predicted = np.argmax(probs, axis=1)
         results[depth] = classification_metrics(labels, predicted, config.model.num_classes)
         arrays[f"probabilities_{depth.lower()}"] = probs.astype(np.float32)

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxrobust import checkpoint, losses, parallel
+from jaxrobust.predict import make_predict
 from jaxrobust.data import store
 from jaxrobust.models import build_model, uses_dropout
 from jaxrobust.rng import stream_key
@@ -210,36 +211,6 @@ def choose_placement(nbytes: int, requested: str = "auto", log=print) -> str:
     log(f"training data {nbytes / 2**30:.2f} GiB, device memory {limit / 2**30:.1f} GiB: "
         f"{'on the device' if placement == 'device' else 'streamed from host (prefetch 2)'}")
     return placement
-
-
-# --- Prediction (evaluation mode, fixed batch shape) ---
-def make_predict(model, batch_size: int, mesh=None):
-    """predict(variables, images (N, H, W, 3)) -> (latents (N, D), logits (N, C)) as NumPy.
-
-    Compiles once per batch size: the last batch is padded. Works from host or device arrays.
-    """
-    @jax.jit
-    def forward(variables, images):
-        if mesh is not None:
-            images = parallel.constrain_rows(images, mesh)
-        return model.apply(variables, images, train=False)
-
-    pad_to = batch_size if mesh is None else parallel.round_up(batch_size, parallel.num_shards(mesh))
-
-    def predict(variables, images):
-        n = len(images)
-        outputs = []
-        for start in range(0, n, pad_to):
-            chunk = images[start:start + pad_to]
-            if len(chunk) < pad_to:
-                pad = jnp.zeros((pad_to - len(chunk),) + tuple(chunk.shape[1:]), jnp.float32)
-                chunk = jnp.concatenate([jnp.asarray(chunk), pad])
-            outputs.append(forward(variables, chunk))
-        latents = np.concatenate([np.asarray(o[0]) for o in outputs])[:n]
-        logits = np.concatenate([np.asarray(o[1]) for o in outputs])[:n]
-        return latents, logits
-
-    return predict
 
 
 def weighted_ce_numpy(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:

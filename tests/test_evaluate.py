@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from jaxrobust import checkpoint, evaluate, train
+from jaxrobust import checkpoint, evaluate, predict, train
 
 import _synthetic as syn
 
@@ -88,9 +88,9 @@ def test_metrics_table_format():
     assert plain.splitlines()[6] == "| DA | Accuracy | 0.70 | 0.48 |"
 
 
-def test_softmax_rows_sum_to_one():
+def test_probabilities_rows_sum_to_one():
     logits = np.array([[1000.0, 0.0, -1000.0], [1.0, 2.0, 3.0]])
-    p = evaluate.softmax(logits)
+    p = predict.probabilities(logits)
     np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-15)
     np.testing.assert_allclose(p[1], np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum(), rtol=1e-15)
 
@@ -151,7 +151,7 @@ def test_predict_pads_the_last_batch(evaluated):
     workdir, data, _ = evaluated
     model, variables, _ = checkpoint.load_variables(workdir, "best")
     images = data.images["Y10", "test"][:7]
-    latents, logits = train.make_predict(model, 4)(variables, images)  # batches of 4: 4 + 3
+    latents, logits = predict.make_predict(model, 4)(variables, images)  # batches of 4: 4 + 3
     direct_latent, direct_logits = model.apply(variables, images, train=False)
     assert latents.shape == (7, 256) and logits.shape == (7, 3)
     np.testing.assert_allclose(logits, direct_logits, rtol=1e-4, atol=1e-5)

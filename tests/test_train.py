@@ -21,7 +21,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxrobust import checkpoint, config as config_lib, losses, train
+from jaxrobust import checkpoint, config as config_lib, losses, predict, train
 from jaxrobust.models import build_model
 
 import _synthetic as syn
@@ -474,6 +474,6 @@ def test_four_devices_give_the_one_device_losses(tmp_path):
     weights = losses.class_weights(data.labels["train"])
     for series in ("best", "latest"):
         model, variables, _ = checkpoint.load_variables(tmp_path, series)
-        _, logits = train.make_predict(model, 8)(variables, data.images["Y10", "valid"])
+        _, logits = predict.make_predict(model, 8)(variables, data.images["Y10", "valid"])
         val_loss = train.weighted_ce_numpy(logits, data.labels["valid"], weights)
         assert val_loss == pytest.approx(got["val_loss"], rel=1e-5)
