@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     if args.distributed:
         from jaxrobust import parallel
 
-        parallel.maybe_initialize_distributed()
+        parallel.initialize_distributed()
     try:
         return _dispatch(args, config_lib)
     except (config_lib.ConfigError, DataError, FileNotFoundError, ValueError) as err:
