@@ -136,6 +136,10 @@ def base_config() -> ml_collections.ConfigDict:
     """
     config = ml_collections.ConfigDict()
     config.seed = 0  # one seed drives every draw: galaxies, split, init, shuffling, attack
+    # Seed of the training and attack streams (init, shuffling, dropout, attack; rng.run_seed):
+    # -1 = use `seed` (one seed for everything, as before). `reproduce --seeds N` sets 0..N-1
+    # so that the dataset (drawn with `seed`) stays fixed while the runs vary.
+    config.run_seed = -1
 
     # --- data: the simulated LSST-like dataset (see jaxrobust/data/simulate.py) ---
     data = config.data = ml_collections.ConfigDict()

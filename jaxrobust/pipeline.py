@@ -70,7 +70,7 @@ def _newer(output: Path, *inputs: Path) -> bool:
 
 def run_variant(config, run_dir: Path, data, log=print) -> None:
     """Train (or resume), evaluate and attack one variant; each step skipped when current."""
-    from jaxrobust import attack, checkpoint, evaluate, train
+    from jaxrobust import attack, checkpoint, evaluate, robustness, train
 
     run_dir = Path(run_dir)
     name = run_dir.name
@@ -92,6 +92,10 @@ def run_variant(config, run_dir: Path, data, log=print) -> None:
         log(f"[{name}] attack current: skipped")
     else:
         attack.attack_run(run_dir, data, config, log=log)
+    if robustness.is_current(run_dir):
+        log(f"[{name}] robustness measures current: skipped")
+    else:
+        robustness.robustness_run(run_dir, data, config, log=log)
 
 
 def reproduce(config, workdir: Path, data_dir: Path | None = None, log=print) -> dict:

@@ -2,6 +2,9 @@
 
     key = stream_key(config.seed, "shuffle")     # then fold_in(key, epoch), fold_in(key, step)
 
+Training and attack streams take `run_seed(config)` (config.run_seed, default: config.seed) so
+that several runs can share one dataset (drawn with config.seed).
+
 Typed keys (`jax.random.key`) throughout.
 """
 from __future__ import annotations
@@ -9,6 +12,13 @@ from __future__ import annotations
 import jax
 
 STREAMS = {"init": 0, "shuffle": 1, "shuffle_target": 2, "dropout": 3, "attack": 4, "analysis": 5}
+
+
+def run_seed(config) -> int:
+    """The seed of a run's training and attack streams: `run_seed`, or `seed` when it is -1
+    (or absent, in configs saved before the key existed). The data draw always uses `seed`."""
+    value = int(config.get("run_seed", -1))
+    return int(config["seed"]) if value < 0 else value
 
 
 def stream_key(seed: int, name: str) -> jax.Array:

@@ -327,6 +327,15 @@ def robustness_run(run_dir, data, config=None, log=print) -> dict:
     return summary
 
 
+def is_current(run_dir) -> bool:
+    """robustness.json and .npz exist and are newer than the run's attack.npz."""
+    run_dir = Path(run_dir)
+    attack_path = run_dir / "attack.npz"
+    outputs = [run_dir / "robustness.json", run_dir / "robustness.npz"]
+    return attack_path.exists() and all(p.exists() and p.stat().st_mtime >= attack_path.stat().st_mtime
+                                        for p in outputs)
+
+
 def load_summary(run_dir) -> dict | None:
     """robustness.json of a run, or None when the run has none yet."""
     import json

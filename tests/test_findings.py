@@ -85,3 +85,15 @@ def test_seed_metrics_and_claims_from_seed_folders(tmp_path):
     assert md.count("**holds**") == 6 and md.count("**not resolved at this N**") == 2
     path = findings.write_findings(out, tmp_path)
     assert json.loads(path.read_text())["claims"][0]["key"] == "reg_loses_y1"
+
+
+def test_study_seeds_vary_the_run_seed_only():
+    from jaxrobust import rng, study
+    from jaxrobust.config import load_config, training_settings
+
+    config = load_config("quick", ["seed=7"])
+    assert rng.run_seed(config) == 7  # default -1: the data seed, as before the key existed
+    seeded = study.seed_config(config, 2)
+    assert rng.run_seed(seeded) == 2 and seeded.seed == 7 and seeded.data == config.data
+    assert training_settings(seeded) != training_settings(config)  # a different run folder's training
+    assert rng.run_seed({"seed": 4}) == 4  # a run config saved before run_seed existed
