@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--workdir", required=True, type=Path, help="output folder of the study")
     p.add_argument("--data", type=Path, default=None, help=f"use this dataset instead of simulating one: {DATA_HELP}")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="run N seeds of both arms on one dataset (workdir/seed_K, config run_seed=K) and write "
+                        "findings.json and a report.md whose Findings section gives each claim a verdict")
 
     p = sub.add_parser("bench", help="benchmarks (JSON): simulate, train, attack",
                        description="Run scripts/bench_<what>.py from a source checkout; extra arguments "
@@ -174,7 +177,12 @@ def _dispatch(args, config_lib) -> int:
         from jaxrobust import pipeline
 
         config = config_lib.load_config(args.config, args.overrides)
-        pipeline.reproduce(config, args.workdir, args.data)
+        if args.seeds is not None:
+            from jaxrobust import study
+
+            study.run_study(config, args.workdir, args.seeds, args.data)
+        else:
+            pipeline.reproduce(config, args.workdir, args.data)
     elif args.command == "bench":
         return _bench(args)
     return 0

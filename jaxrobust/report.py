@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrobust import evaluate, latent, plots
+from jaxrobust import evaluate, latent, plots, robustness
 from jaxrobust.data import store
 
 # The paper's numbers (Ćiprijanović et al. 2022, TNG100 data): Tables 2-5 and Figure 6.
@@ -244,6 +244,10 @@ def render_report(runs: list[RunArtifacts], result: dict, out_dir: Path) -> str:
         parts.append(f"\nJensen-Shannon distance (base 2) between the regular and DA dE histograms: "
                      f"Y10-Y1 {_fmt(js['Y10-Y1'])}, Y10-1P {_fmt(js['Y10-1P'])}"
                      + (f" (paper: {paper['js']['Y10-Y1']}, {_fmt(paper['js']['Y10-1P'])})" if paper else "") + ".\n")
+    summaries = {r.name: robustness.load_summary(r.dir) for r in runs}
+    if all(s is not None for s in summaries.values()):
+        parts.append("\n## Exact robustness measures: margin, minimal flip, censored medians\n\n"
+                     + robustness.render_markdown(summaries))
     parts.append("\n## Figures\n")
     figs = result["figures"]
     for name in figs["histograms"]:
