@@ -29,8 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust import parallel
+from jaxrobust import io, parallel
+from jaxrobust.data import store
 from jaxrobust.predict import make_predict, probabilities
+from jaxrobust.progress import progress_bar
 
 NUM_GENES = 5  # (row, col, g, r, i)
 
@@ -301,8 +303,6 @@ def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: n
     Returns:
       AttackResult with one row per task, in input order.
     """
-    from tqdm.auto import tqdm
-
     spec.validate()
     n = len(images)
     if n == 0:
@@ -321,7 +321,7 @@ def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: n
     queue = deque(range(n))
     result = AttackResult(np.zeros(n, bool), np.zeros(n, np.int32), np.zeros((n, NUM_GENES), np.float32),
                           np.zeros(n, np.float32))
-    bar = tqdm(total=n, desc="attack", unit="task", disable=not progress)
+    bar = progress_bar(total=n, desc="attack", unit="task", disable=not progress)
     impl = jax.random.key_impl(key)
     slots = None
     while queue or (slot_task >= 0).any():
@@ -513,7 +513,6 @@ def attack_run(run_dir, data, config=None, progress: bool = True, log=print) -> 
     from pathlib import Path
 
     from jaxrobust import checkpoint
-    from jaxrobust.data import store
     from jaxrobust.rng import stream_key
 
     run_dir = Path(run_dir)
@@ -526,14 +525,14 @@ def attack_run(run_dir, data, config=None, progress: bool = True, log=print) -> 
                           config.attack.evaluator, progress=progress, log=log)
     seconds = time.perf_counter() - start
     out["test_index"] = index
-    store.atomic_save_npz(run_dir / "attack.npz", **out)
+    io.atomic_save_npz(run_dir / "attack.npz", **out)
     evaluations = int(((out["generations_per_target"] >= 0) * (out["generations_per_target"].clip(0) + 1)).sum()
                       * spec.population) if spec.targeted else int((out["generations"] + 1)[out["attacked"]].sum() * spec.population)
     info = {"attack_config": config.attack.to_dict(), "seed": int(config.seed), "images": int(len(labels)),
             "attacked": int(out["attacked"].sum()), "successful": int(out["success"].sum()),
             "seconds": round(seconds, 2), "candidate_evaluations": evaluations,
             "candidates_per_second": round(evaluations / seconds, 1)}
-    store.atomic_write_json(run_dir / "attack.json", info)
+    io.atomic_write_json(run_dir / "attack.json", info)
     log(f"{run_dir}: {info['successful']}/{info['attacked']} flipped in {seconds:.1f} s "
         f"({info['candidates_per_second']:.0f} candidates/s)")
     return info
@@ -549,6 +548,6 @@ def attack_images(data, n_images: int, seed: int):
         index = np.arange(n) if index is None else np.asarray(index)[:n]
         return sub["Y10"][:n], sub["Y1"][:n], np.asarray(sub["labels"][:n]), index
     n_test = len(data.labels["test"])
-    index = np.sort(np.random.default_rng([seed, 150]).choice(n_test, size=min(n_images, n_test), replace=False))
+    index = store.derive_subsample_index(n_test, n_images, seed)
     return (data.images["Y10", "test"][index], data.images["Y1", "test"][index],
             np.asarray(data.labels["test"][index]), index)

@@ -82,11 +82,7 @@ def load_variables(run_dir: Path, series: str = "best"):
     from jaxrobust.models import build_model
 
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path}: not a training run folder (no config.json); run "
-                                "`jaxrobust train` first")
-    config = config_lib.from_json(config_path.read_text())
+    config = config_lib.read_run_config(run_dir)
     model = build_model(config.model.name, config.model.latent_dim, config.model.num_classes)
     meta = read_meta(run_dir, series)
     if meta is None:

@@ -139,10 +139,13 @@ def main(argv=None) -> int:
 
 def _dispatch(args, config_lib) -> int:
     if args.command == "simulate":
+        from jaxrobust import pipeline
         from jaxrobust.data import simulate
 
         config = config_lib.load_config(args.config, args.overrides)
         info = simulate.simulate_dataset(config, args.out, workers=args.workers)
+        if config.data.preview:
+            pipeline.write_dataset_figures(args.out)
         print(f"wrote {args.out}: {info['images_per_split']} images per split (spiral, elliptical, merger); "
               f"{info['simulation_seconds']:.0f} s; rejection rate {info['rejection_rate']}")
     elif args.command == "train":
@@ -159,14 +162,14 @@ def _dispatch(args, config_lib) -> int:
         from jaxrobust import evaluate
         from jaxrobust.data import load_prepared
 
-        config = _saved_config(args.workdir, config_lib)
+        config = config_lib.read_run_config(args.workdir)
         results = evaluate.evaluate_run(args.workdir, load_prepared(_data_dir(args, config), config))
         print(evaluate.metrics_table({"run": results}))
     elif args.command == "attack":
         from jaxrobust import attack
         from jaxrobust.data import load_prepared
 
-        config = _run_attack_overrides(_saved_config(args.workdir, config_lib), args.overrides)
+        config = _run_attack_overrides(config_lib.read_run_config(args.workdir), args.overrides)
         attack.attack_run(args.workdir, load_prepared(_data_dir(args, config), config), config)
     elif args.command == "analyze":
         from jaxrobust import report
@@ -186,13 +189,6 @@ def _dispatch(args, config_lib) -> int:
     elif args.command == "bench":
         return _bench(args)
     return 0
-
-
-def _saved_config(run_dir: Path, config_lib):
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not a training run folder; run `jaxrobust train` first")
-    return config_lib.from_json(path.read_text())
 
 
 def _bench(args) -> int:

@@ -15,6 +15,9 @@ from typing import Iterable
 
 import ml_collections
 
+RUN_CONFIG_FILE = "config.json"  # what `jaxrobust train` writes into a run folder (to_json)
+
+
 def _bundled_config_dir() -> Path:
     """configs/ of a checkout, else the copy installed as the package jaxrobust.configs."""
     checkout = Path(__file__).resolve().parent.parent / "configs"
@@ -25,6 +28,8 @@ def _bundled_config_dir() -> Path:
 
 
 CONFIG_DIR = _bundled_config_dir()
+# The class order everywhere: label one-hot columns (Zenodo labels_*.npy), logits, figures (paper §2.1).
+CLASS_NAMES = ("spiral", "elliptical", "merger")
 
 
 class ConfigError(ValueError):
@@ -90,17 +95,15 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:
     old = node[leaf]
     if isinstance(old, ml_collections.ConfigDict):
         raise ConfigError(f"config key {dotted!r} is a section; set one of its keys: {sorted(old.keys())}")
-    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if isinstance(old, tuple) and isinstance(value, list):
-        value = tuple(value)
-    # bool is a subclass of int: `train.epochs=True` would otherwise pass as an int.
-    mismatched_bool = isinstance(value, bool) != isinstance(old, bool)
-    if old is not None and value is not None and (mismatched_bool or not isinstance(value, type(old))):
-        raise ConfigError(
-                f"config key {dotted!r} expects {type(old).__name__} (now {old!r}), got {value!r}")
-    with node.unlocked():
-        node[leaf] = value
+    expected = f"config key {dotted!r} expects {type(old).__name__} (now {old!r}), got {value!r}"
+    # ConfigDict lets a bool into an int field (bool is an int subclass): `train.epochs=True`.
+    if old is not None and value is not None and isinstance(value, bool) != isinstance(old, bool):
+        raise ConfigError(expected)
+    try:  # ConfigDict's own type check: int -> float and list -> tuple cast, other changes refused
+        with node.unlocked():
+            node[leaf] = value
+    except TypeError as err:
+        raise ConfigError(expected) from err
 
 
 def _unknown_key(dotted: str, node, walked) -> str:
@@ -160,7 +163,7 @@ def base_config() -> ml_collections.ConfigDict:
     data.workers = 0  # simulation processes; 0 = all cores
     data.gsparams_folding_threshold = 1e-2  # GalSim default 5e-3; see scripts/bench_simulate.py
     data.gsparams_maxk_threshold = 3e-3  # GalSim default 1e-3
-    data.preview = True  # write preview.png (paper Fig. 2) and gini_m20.png (paper Fig. 1)
+    data.preview = True  # `simulate`/`reproduce` write preview.png (paper Fig. 2), gini_m20.png (Fig. 1)
 
     # --- preprocessing (import_and_scale.py `update_sinh`) ---
     pre = config.preprocess = ml_collections.ConfigDict()
@@ -217,9 +220,22 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
-def training_settings(config_dict: dict) -> dict:
-    """The sections that determine a trained model: all but `attack` and `analysis`."""
-    return {k: v for k, v in config_dict.items() if k not in ("attack", "analysis")}
+def read_run_config(run_dir: Path) -> ml_collections.ConfigDict:
+    """The config a run folder was trained with (its config.json)."""
+    path = Path(run_dir) / RUN_CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not a training run folder (no {RUN_CONFIG_FILE}); run "
+                                "`jaxrobust train` first")
+    return from_json(path.read_text())
+
+
+def training_settings(config) -> dict:
+    """The sections of a config (ConfigDict or dict) that determine a trained model, as JSON
+    values: all but `attack` and `analysis`."""
+    values = json.loads(to_json(ml_collections.ConfigDict(config)))
+    return {k: v for k, v in values.items() if k not in ("attack", "analysis")}
+
+
 
 
 def copy_with(config: ml_collections.ConfigDict, updates: dict) -> ml_collections.ConfigDict:

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
-from jaxrobust import checkpoint, parallel
+from jaxrobust import checkpoint, io, parallel
+from jaxrobust.config import CLASS_NAMES
 from jaxrobust.predict import make_predict, probabilities
 from jaxrobust.data import store
 
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1")
-CLASS_NAMES = ("spiral", "elliptical", "merger")
 
 
 def classification_metrics(labels: np.ndarray, predicted: np.ndarray, num_classes: int = 3) -> dict:
@@ -52,10 +52,10 @@ def evaluate_run(run_dir, data, series: str = "best", log=print) -> dict:
         arrays[f"probabilities_{depth.lower()}"] = probs.astype(np.float32)
         arrays[f"predicted_{depth.lower()}"] = predicted
         arrays[f"latent_{depth.lower()}"] = latent
-    store.atomic_save_npz(run_dir / "predictions.npz", **{k: v for k, v in arrays.items() if not k.startswith("latent")})
-    store.atomic_save_npz(run_dir / "latents.npz", labels=labels,
+    io.atomic_save_npz(run_dir / "predictions.npz", **{k: v for k, v in arrays.items() if not k.startswith("latent")})
+    io.atomic_save_npz(run_dir / "latents.npz", labels=labels,
                           **{k: v for k, v in arrays.items() if k.startswith("latent")})
-    store.atomic_write_json(run_dir / "evaluation.json", results)
+    io.atomic_write_json(run_dir / "evaluation.json", results)
     plots.confusion_matrices(run_dir / "figures" / "confusion_matrices.png",
                              [results["Y10"]["confusion"], results["Y1"]["confusion"]],
                              ["Y10 test", "Y1 test"], CLASS_NAMES)

@@ -15,49 +15,47 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
+from jaxrobust import attack, checkpoint, evaluate, io, plots, report, robustness, train
 from jaxrobust import config as config_lib
-from jaxrobust.data import store
+from jaxrobust.data import ensure_simulated, load_prepared, preprocess, store
 
 VARIANTS = (("regular", False), ("da", True))
 
 
-def dataset_is_current(data_dir: Path, config) -> bool:
-    """A complete simulated dataset (checksums verified) made with the same data settings."""
-    if not store.is_complete(data_dir, verify_checksums=True):
-        return False
-    info = json.loads((Path(data_dir) / "dataset.json").read_text())
-    made_with = info.get("config", {})
-    current = json.loads(config_lib.to_json(config))
-    return made_with.get("data") == current["data"] and made_with.get("seed") == current["seed"]
-
-
 def ensure_dataset(config, workdir: Path, data_dir: Path | None, log=print) -> Path:
-    """The dataset folder to use: --data as given, else workdir/data (simulated if needed)."""
+    """The dataset folder to use: --data as given, else workdir/data (simulated if needed,
+    with its figures when `data.preview`)."""
     if data_dir is not None:
         return Path(data_dir)
     data_dir = Path(workdir) / "data"
-    if dataset_is_current(data_dir, config):
-        log(f"[data] {data_dir} is complete and current: skipped")
-        return data_dir
-    from jaxrobust.data import simulate
-
-    log(f"[data] simulating into {data_dir}")
-    info = simulate.simulate_dataset(config, data_dir)
-    log(f"[data] {info['unique_galaxies']} galaxies in {info['simulation_seconds']:.0f} s "
-        f"(rejection rate {info['rejection_rate']})")
+    if ensure_simulated(config, data_dir, log) is not None and config.data.preview:
+        write_dataset_figures(data_dir)
     return data_dir
+
+
+def write_dataset_figures(data_dir: Path) -> list[Path]:
+    """preview.png (paper Fig. 2: test galaxies per class, each depth's array arcsinh-stretched)
+    and gini_m20.png (paper Fig. 1: the G-M20 plane of every unique galaxy) of a simulated folder."""
+    data_dir = Path(data_dir)
+    label_path = data_dir / store.label_file("test")
+    labels = store.labels_from_one_hot(store.open_npy(label_path), label_path)
+    stretched = {d: preprocess.normalize(store.to_nhwc(store.open_npy(data_dir / store.image_file(d, "test"))))[0]
+                 for d in store.DEPTHS}
+    galaxies = [json.loads(line) for line in (data_dir / "galaxies.jsonl").read_text().splitlines()]
+    gini, m20, classes = (np.array([g[k] for g in galaxies]) for k in ("gini", "m20", "label"))
+    return [plots.dataset_preview(data_dir / "preview.png", stretched["Y10"], stretched["Y1"], labels),
+            plots.gini_m20_diagram(data_dir / "gini_m20.png", gini, m20, classes)]
 
 
 def same_training(run_dir: Path, config) -> bool:
     """Whether the run folder was trained with the same data, model and training settings."""
-    path = Path(run_dir) / "config.json"
-    return path.exists() and config_lib.training_settings(json.loads(path.read_text())) == \
-        config_lib.training_settings(json.loads(config_lib.to_json(config)))
+    return (Path(run_dir) / config_lib.RUN_CONFIG_FILE).exists() and \
+        config_lib.training_settings(config_lib.read_run_config(run_dir)) == config_lib.training_settings(config)
 
 
 def training_finished(run_dir: Path, config) -> bool:
-    from jaxrobust import checkpoint
-
     if not same_training(run_dir, config):
         return False
     meta = checkpoint.read_meta(run_dir, "latest")
@@ -70,8 +68,6 @@ def _newer(output: Path, *inputs: Path) -> bool:
 
 def run_variant(config, run_dir: Path, data, log=print) -> None:
     """Train (or resume), evaluate and attack one variant; each step skipped when current."""
-    from jaxrobust import attack, checkpoint, evaluate, robustness, train
-
     run_dir = Path(run_dir)
     name = run_dir.name
     if training_finished(run_dir, config):
@@ -100,9 +96,6 @@ def run_variant(config, run_dir: Path, data, log=print) -> None:
 
 def reproduce(config, workdir: Path, data_dir: Path | None = None, log=print) -> dict:
     """Simulate (or reuse) the dataset, train regular and DA, evaluate, attack, analyse."""
-    from jaxrobust import report
-    from jaxrobust.data import load_prepared
-
     start = time.perf_counter()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +110,6 @@ def reproduce(config, workdir: Path, data_dir: Path | None = None, log=print) ->
         timings[name] = round(time.perf_counter() - t0, 1)
     result = report.analyze([workdir / name for name, _ in VARIANTS], out_dir=workdir, log=log)
     total = round(time.perf_counter() - start, 1)
-    store.atomic_write_json(workdir / "timings.json", dict(timings, total_seconds=total))
+    io.atomic_write_json(workdir / "timings.json", dict(timings, total_seconds=total))
     log(f"reproduce finished in {total:.0f} s: {workdir / 'report.md'}")
     return result

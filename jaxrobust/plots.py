@@ -12,8 +12,12 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import animation  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
 
-CLASS_NAMES = ("spiral", "elliptical", "merger")
+from jaxrobust import io  # noqa: E402
+from jaxrobust.config import CLASS_NAMES  # noqa: E402
+
 CLASS_COLOURS = ("#ffa600", "#bc5090", "#003f5c")
 MARKERS = {"Y10": "X", "Y1": "*", "1P": "^"}
 
@@ -21,10 +25,8 @@ MARKERS = {"Y10": "X", "Y1": "*", "1P": "^"}
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    io.atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip("."), dpi=110, bbox_inches="tight"))
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
@@ -36,15 +38,13 @@ def rgb_composite(image_hwc: np.ndarray) -> np.ndarray:
 
 
 # --- Dataset figures ---
-def dataset_preview(path: Path, data_dir: Path, per_class: int = 3) -> Path:
-    """Paper Figure 2: example test galaxies per class, Y10 above its Y1 twin (stretched)."""
-    from jaxrobust.data import preprocess, store
+def dataset_preview(path: Path, norm10: np.ndarray, norm1: np.ndarray, labels: np.ndarray,
+                    per_class: int = 3) -> Path:
+    """Paper Figure 2: example galaxies per class, Y10 above its Y1 twin.
 
-    y10 = store.open_npy(Path(data_dir) / store.image_file("Y10", "test"))
-    y1 = store.open_npy(Path(data_dir) / store.image_file("Y1", "test"))
-    labels = store.labels_from_one_hot(store.open_npy(Path(data_dir) / store.label_file("test")), data_dir)
-    norm10, _ = preprocess.normalize(store.to_nhwc(y10))
-    norm1, _ = preprocess.normalize(store.to_nhwc(y1))
+    norm10, norm1: (N, H, W, 3) stretched images (g, r, i) of the same galaxies at Y10 and Y1;
+    labels: (N,) class indices. The first `per_class` galaxies of each class are shown.
+    """
     fig, axes = plt.subplots(2, 3 * per_class, figsize=(2.0 * 3 * per_class, 4.4), squeeze=False)
     for cls, name in enumerate(CLASS_NAMES):
         members = np.flatnonzero(labels == cls)[:per_class]
@@ -136,8 +136,6 @@ def confusion_matrices(path: Path, matrices: list, titles: list[str], class_name
 def church_window(path: Path, classes: np.ndarray, axis: np.ndarray, true_class: int, target_class: int,
                   title_prefix: str = "") -> Path:
     """Paper Figures 3 and 5: class regions of the head on the (1P, Y1) plane of one triplet."""
-    from matplotlib.colors import ListedColormap
-
     fig, ax = plt.subplots(figsize=(5.6, 5.6))
     extent = (axis[0], axis[-1], axis[0], axis[-1])
     ax.imshow(classes, origin="lower", extent=extent, cmap=ListedColormap(CLASS_COLOURS), vmin=0, vmax=2,
@@ -212,8 +210,6 @@ def isomap_3d(path: Path, proj_y10, proj_y1, pred_y10, pred_y1, title: str = "",
 
 def isomap_animation(path: Path, proj_y10, proj_y1, pred_y10, pred_y1, frames: int = 36, title: str = "") -> Path:
     """Rotating 3D isomap: a GIF (Pillow), and an MP4 beside it when ffmpeg is installed."""
-    from matplotlib import animation
-
     fig = plt.figure(figsize=(5, 5))
     ax = fig.add_subplot(111, projection="3d")
     _isomap_3d_axes(ax, proj_y10, proj_y1, pred_y10, pred_y1, 15, 0)

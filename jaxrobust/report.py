@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrobust import evaluate, latent, plots, robustness
-from jaxrobust.data import store
+from jaxrobust import checkpoint, evaluate, io, latent, plots, robustness, train
+from jaxrobust.config import read_run_config
 
 # The paper's numbers (Ćiprijanović et al. 2022, TNG100 data): Tables 2-5 and Figure 6.
 PAPER = {
@@ -58,12 +58,6 @@ def _load_npz(path: Path) -> dict:
         return {k: f[k] for k in f.files}
 
 
-def _run_config(run_dir: Path):
-    from jaxrobust.config import from_json
-
-    return from_json((Path(run_dir) / "config.json").read_text())
-
-
 def _training_name(config) -> str:
     return "DA" if config.train.domain_adaptation else "Reg"
 
@@ -73,7 +67,7 @@ class RunArtifacts:
 
     def __init__(self, run_dir: Path):
         self.dir = Path(run_dir)
-        self.config = _run_config(self.dir)
+        self.config = read_run_config(self.dir)
         self.name = _training_name(self.config)
         self.evaluation = evaluate.load_evaluation(self.dir)
         self.latents = _load_npz(self.dir / "latents.npz")
@@ -81,11 +75,9 @@ class RunArtifacts:
         self.attack = load_attack(self.dir)
         info = self.dir / "attack.json"
         self.attack_info = json.loads(info.read_text()) if info.exists() else {}
-        self.history = [json.loads(x) for x in (self.dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        self.history = train.read_metrics(self.dir)
 
     def head_fn(self):
-        from jaxrobust import checkpoint
-
         model, variables, _ = checkpoint.load_variables(self.dir)
         return lambda z: model.apply(variables, z, method=model.head)
 
@@ -190,8 +182,8 @@ def analyze(run_dirs: list[Path], out_dir: Path | None = None, log=print) -> dic
         figure_names["histograms"].append(name)
     result["figures"] = figure_names
     result["seconds"] = round(time.perf_counter() - start, 2)
-    store.atomic_write_json(out_dir / "analysis.json", result)
-    store.atomic_write_bytes(out_dir / "report.md", render_report(runs, result, out_dir).encode())
+    io.atomic_write_json(out_dir / "analysis.json", result)
+    io.atomic_write_bytes(out_dir / "report.md", render_report(runs, result, out_dir).encode())
     log(f"wrote {out_dir / 'report.md'}")
     return result
 
@@ -215,8 +207,6 @@ def distance_table(result: dict, paper: dict | None) -> str:
 
 
 def render_report(runs: list[RunArtifacts], result: dict, out_dir: Path) -> str:
-    from jaxrobust.data.simulate import _package_versions
-
     model = runs[0].config.model.name
     paper = PAPER.get(model)
     rel = lambda p: Path(p).name  # noqa: E731
@@ -267,7 +257,7 @@ def render_report(runs: list[RunArtifacts], result: dict, out_dir: Path) -> str:
                      f"{run['training']['seconds']:.0f} s; attack {_fmt(run['attack'].get('seconds'), 0)} s\n")
     parts.append(f"- analysis: {result['seconds']:.0f} s\n")
     parts.append(f"- platform: {platform.platform()}, Python {platform.python_version()}\n")
-    parts.append(f"- versions: {json.dumps(_package_versions())}\n")
+    parts.append(f"- versions: {json.dumps(io.package_versions())}\n")
     parts.append("\n<details><summary>Config of the first run</summary>\n\n```json\n"
                  + json.dumps(runs[0].config.to_dict(), indent=1, default=list) + "\n```\n</details>\n")
     return "".join(parts)

@@ -301,7 +301,7 @@ def robustness_run(run_dir, data, config=None, log=print) -> dict:
     """
     from jaxrobust import attack as attack_lib
     from jaxrobust import checkpoint
-    from jaxrobust.data import store
+    from jaxrobust import io
 
     run_dir = Path(run_dir)
     model, variables, run_config = checkpoint.load_variables(run_dir)
@@ -319,8 +319,8 @@ def robustness_run(run_dir, data, config=None, log=print) -> dict:
     measures = run_measures(model, variables, attack, y10, bool(config.attack.targeted),
                             float(config.attack.target_threshold), float(config.attack.untargeted_threshold))
     summary = summarize(measures, attack)
-    store.atomic_save_npz(run_dir / "robustness.npz", **measures)
-    store.atomic_write_json(run_dir / "robustness.json", summary)
+    io.atomic_save_npz(run_dir / "robustness.npz", **measures)
+    io.atomic_write_json(run_dir / "robustness.json", summary)
     log(f"{run_dir}: margin median {summary['margin_median_attacked']:.3g}, minimal flip amplitude median "
         f"{summary['flip_amplitude_median']:.3g}, KM median latent distance to flip "
         f"{summary['km_latent_distance_to_flip']['median']:.3g}")

@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrobust import checkpoint, losses, parallel
+from jaxrobust import checkpoint, io, losses, parallel
 from jaxrobust.predict import make_predict
-from jaxrobust.data import store
+from jaxrobust.progress import progress_bar
 from jaxrobust.models import build_model, uses_dropout
 from jaxrobust.rng import stream_key
 
@@ -281,7 +281,7 @@ def _append_metrics(workdir: Path, record: dict) -> None:
 
 def _truncate_metrics(workdir: Path, last_epoch: int) -> None:
     kept = [r for r in read_metrics(workdir) if r["epoch"] <= last_epoch]
-    store.atomic_write_bytes(_metrics_path(workdir), "".join(json.dumps(r) + "\n" for r in kept).encode())
+    io.atomic_write_bytes(_metrics_path(workdir), "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
 def _write_config(workdir: Path, config, resume: bool) -> None:
@@ -289,11 +289,11 @@ def _write_config(workdir: Path, config, resume: bool) -> None:
 
     path = Path(workdir) / "config.json"
     text = config_lib.to_json(config)
-    if resume and path.exists() and config_lib.training_settings(json.loads(path.read_text())) != \
-            config_lib.training_settings(json.loads(text)):
+    if resume and path.exists() and config_lib.training_settings(config_lib.read_run_config(workdir)) != \
+            config_lib.training_settings(config):
         raise ValueError(f"{path}: --resume with different data, model or training settings than the "
                          "interrupted run; start a new workdir or resume with the same config and overrides")
-    store.atomic_write_bytes(path, text.encode())
+    io.atomic_write_bytes(path, text.encode())
 
 
 def check_config(config) -> None:
@@ -339,8 +339,6 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     figures/training_curves.png. With `resume`, restarts after the last completed epoch and
     ends with the same numbers as an uninterrupted run.
     """
-    from tqdm.auto import tqdm
-
     from jaxrobust.data import load_prepared
 
     check_config(config)
@@ -394,7 +392,7 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
         rows = epoch_rows(shuffle_key, epoch, n, t.batch_size)
         target_rows = epoch_rows(target_key, epoch, n, t.batch_size) if spec.domain_adaptation else rows
         sums = jax.device_put(zero_sums(), repl)
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress, leave=False)
+        bar = progress_bar(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress, leave=False)
         # the previous epoch's numbers: reading this epoch's would sync with the device every step
         bar.set_postfix(last, refresh=False)
         if placement == "device":

@@ -355,32 +355,6 @@ def test_write_split_refuses_mismatched_arrays(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-# --- Atomic writes ---
-def test_atomic_write_replaces_and_leaves_no_temp_files(tmp_path):
-    path = tmp_path / "a.npy"
-    for value in (1.0, 2.0):
-        store.atomic_save_npy(path, np.full(4, value))
-        np.testing.assert_array_equal(np.load(path), np.full(4, value))
-    assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]
-    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
-
-
-@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
-def test_interrupted_write_keeps_old_file(tmp_path, error):
-    path = tmp_path / "labels_train.npy"
-    store.atomic_save_npy(path, np.arange(5))
-    before = path.read_bytes()
-
-    def writer(handle):
-        handle.write(b"half of a new file")
-        raise error("interrupted")
-
-    with pytest.raises(error):
-        store.atomic_write(path, writer)
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["labels_train.npy"]
-
-
 def test_corrupted_file_fails_checksum(tmp_path):
     folder, _ = _tiny_dataset.tiny_dataset()
     copy = tmp_path / "copy"

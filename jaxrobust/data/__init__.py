@@ -11,12 +11,17 @@ validates it up front (errors name the file and the field), loads every array as
 (memory-mapped files converted chunk by chunk) and normalises it per `config.preprocess`.
 Without attack-subsample files the subsample is drawn from the test split
 (`data.n_attack_subsample` images, seeded by `seed`).
+
+`ensure_simulated(config, DIR)` simulates `config.data` into DIR unless a current dataset is
+already there (`store.dataset_is_current`): what `jaxrobust reproduce` and the TFDS builder's
+simulated config do.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from jaxrobust.data.preprocess import PreparedData, prepare
+from jaxrobust.data import store
 from jaxrobust.data.store import DataError, RawDataset, detect_kind
 
 
@@ -34,11 +39,29 @@ def load_prepared(data_dir, config, check_finite: bool = True) -> PreparedData:
                         "simulate`, the paper's Zenodo .npy files, or a TFDS dataset folder)")
     data_dir = Path(data_dir)
     if detect_kind(data_dir) == "tfds":
-        from jaxrobust.data import tfds
+        from jaxrobust.data import tfds  # tensorflow_datasets: an optional extra, slow to import
 
         return tfds.load_prepared_tfds(data_dir, check_finite=check_finite, **prepare_options(config))
     raw = RawDataset(data_dir, check_finite=check_finite)
     return prepare(raw, **prepare_options(config))
 
 
-__all__ = ["DataError", "PreparedData", "RawDataset", "detect_kind", "load_prepared", "prepare"]
+def ensure_simulated(config, data_dir, log=print) -> dict | None:
+    """Simulates `config.data` into `data_dir` unless a current dataset is already there.
+
+    Returns the new dataset.json contents, or None when the folder was current and reused.
+    """
+    data_dir = Path(data_dir)
+    if store.dataset_is_current(data_dir, config):
+        log(f"[data] {data_dir} is complete and current: skipped")
+        return None
+    from jaxrobust.data import simulate  # GalSim: slow to import, needed only to simulate
+
+    log(f"[data] simulating into {data_dir}")
+    info = simulate.simulate_dataset(config, data_dir)
+    log(f"[data] {info['unique_galaxies']} galaxies in {info['simulation_seconds']:.0f} s "
+        f"(rejection rate {info['rejection_rate']})")
+    return info
+
+
+__all__ = ["DataError", "PreparedData", "RawDataset", "detect_kind", "ensure_simulated", "load_prepared", "prepare"]

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import scipy.optimize as opt
 
-CLASS_NAMES = ("spiral", "elliptical", "merger")
+from jaxrobust.config import CLASS_NAMES  # noqa: F401  (the one class order; classify indexes it)
 
 # statmorph 0.7.2 defaults (SourceMorphology.__init__).
 _CUTOUT_EXTENT = 2.5

@@ -11,9 +11,12 @@ so an 8 GB memory-mapped array never needs a second full copy.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from jaxrobust.data import store
 
 CHUNK_IMAGES = 256  # at most this many images per chunk in streaming passes
 CHUNK_BYTES = 16 << 20  # and at most this many bytes of float64 per chunk (64 stamps of 100x100x3)
@@ -173,10 +176,8 @@ def prepare(raw, percentiles=(0.1, 99.9), stretch: float = 0.85, stats_from: str
     Percentiles are taken over the float32 NHWC array being normalised (float64 files are cast
     first), so every source of the same electrons gives the same numbers.
     subsample_size: when the folder has no attack subsample files, draw this many test images
-    (store.derive_subsample_index with `seed`); None keeps `subsample` None.
+    (store.drawn_subsample with `seed`); None keeps `subsample` None.
     """
-    from jaxrobust.data import store
-
     sub, sub_images = _raw_subsample(raw, subsample_size, seed)
 
     def load(depth, part):
@@ -187,16 +188,11 @@ def prepare(raw, percentiles=(0.1, 99.9), stretch: float = 0.85, stats_from: str
 
 def _raw_subsample(raw, size: int | None, seed: int):
     """(subsample description or None, {depth: (n, 3, H, W) raw images}) of a RawDataset."""
-    from jaxrobust.data import store
-
     if raw.subsample is not None:
-        sub = {"labels": raw.subsample["labels"], "test_index": raw_subsample_index(raw), "derived": False}
+        sub = {"labels": raw.subsample["labels"], "test_index": raw.subsample["test_index"], "derived": False}
         return sub, {d: raw.subsample[d] for d in store.DEPTHS}
-    if not size:
-        return None, {}
-    index = store.derive_subsample_index(len(raw.labels["test"]), size, seed)
-    sub = {"labels": raw.labels["test"][index], "test_index": index, "derived": True}
-    return sub, {d: raw.images[d, "test"][index] for d in store.DEPTHS}
+    drawn = store.drawn_subsample({d: raw.images[d, "test"] for d in store.DEPTHS}, raw.labels["test"], size, seed)
+    return drawn if drawn is not None else (None, {})
 
 
 def prepare_arrays(load, labels: dict, subsample: dict | None, percentiles=(0.1, 99.9),
@@ -211,8 +207,6 @@ def prepare_arrays(load, labels: dict, subsample: dict | None, percentiles=(0.1,
       subsample: None, or {"labels": (n,), "test_index": (n,) or None, ...}; its images come
         from load(depth, "subsample").
     """
-    from jaxrobust.data import store
-
     if stats_from not in ("self", "train"):
         raise ValueError(f"preprocess.stats_from must be 'self' or 'train', got {stats_from!r}")
     parts = store.SPLITS + (("subsample",) if subsample is not None else ())
@@ -221,20 +215,14 @@ def prepare_arrays(load, labels: dict, subsample: dict | None, percentiles=(0.1,
         for part in parts:  # train first: the other parts may need its bounds
             nhwc = load(depth, part)
             own = part == "train" or stats_from == "self"
-            b = stretch_bounds(nhwc, percentiles) if own else bounds[depth, "train"]
+            try:
+                b = stretch_bounds(nhwc, percentiles) if own else bounds[depth, "train"]
+            except ValueError as err:  # e.g. all-zero images: name the array
+                name = store.image_file(depth, part) if part in store.SPLITS else f"the {depth} attack subsample"
+                raise store.DataError(f"{Path(source) / name if source else name}: {err}") from err
             images[depth, part], bounds[depth, part] = normalize(nhwc, b, stretch=stretch, in_place=True)
     prepared_sub = None
     if subsample is not None:
         prepared_sub = dict(subsample, **{d: images.pop((d, "subsample")) for d in store.DEPTHS})
     return PreparedData(images, labels, prepared_sub, bounds, source, kind)
 
-
-def raw_subsample_index(raw):
-    """Positions of the attack subsample in the test split, when the dataset records them."""
-    if raw.subsample is not None and raw.subsample.get("test_index") is not None:
-        return raw.subsample["test_index"]
-    path = raw.root / "metadata_150.npz"
-    if path.exists():
-        with np.load(path) as meta:
-            return meta["test_index"]
-    return None

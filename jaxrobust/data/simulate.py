@@ -21,7 +21,9 @@ from pathlib import Path
 import galsim
 import numpy as np
 
+from jaxrobust import io
 from jaxrobust.data import morphology
+from jaxrobust.progress import progress_bar
 
 # --- Survey constants (§1a-§1c), band order (g, r, i) ---
 BANDS = ("g", "r", "i")
@@ -431,8 +433,6 @@ def simulate_galaxies(spec: SimulationSpec, workers: int = 0, progress: bool = T
     `workers`. Raises RuntimeError if a class needs more than `max_candidates_factor` x its
     count.
     """
-    from tqdm.auto import tqdm
-
     spec.validate()
     workers = workers or os.cpu_count() or 1
     if workers > 1 and not main_module_is_spawn_safe():
@@ -443,7 +443,7 @@ def simulate_galaxies(spec: SimulationSpec, workers: int = 0, progress: bool = T
     kept: list[list[Candidate]] = [[], [], []]
     next_index, tried = [0, 0, 0], [0, 0, 0]
     confusion = np.zeros((3, 4), dtype=np.int64)
-    bar = tqdm(total=sum(spec.counts), desc="simulate", unit="gal", disable=not progress)
+    bar = progress_bar(total=sum(spec.counts), desc="simulate", unit="gal", disable=not progress)
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
         while tasks := _next_batch(spec, kept, next_index, tried):
@@ -475,18 +475,6 @@ def simulate_galaxies(spec: SimulationSpec, workers: int = 0, progress: bool = T
 
 
 # --- The whole dataset: simulate, split, augment, write (Zenodo layout + metadata) ---
-def _package_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {}
-    for name in ("jaxrobust", "galsim", "numpy", "jax", "flax", "optax", "orbax-checkpoint", "scikit-learn"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
 def _split_plan(labels: np.ndarray, config, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per split: (galaxy index, augmentation index) of every image, shuffled within the split."""
     from jaxrobust.data import store
@@ -568,11 +556,11 @@ def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool
             n_sub = min(int(config.data.n_attack_subsample), len(galaxy_index))
             pick = np.sort(rng.choice(len(galaxy_index), size=n_sub, replace=False))
             store.write_subsample(out_dir, y10[pick], y1[pick], labels[galaxy_index][pick], pick)
-    store.atomic_write_bytes(out_dir / "galaxies.jsonl", "".join(
+    io.atomic_write_bytes(out_dir / "galaxies.jsonl", "".join(
         json.dumps(dict(g.galaxy, index=g.index, seed=g.seed, label=g.label, gini=g.gini, m20=g.m20)) + "\n"
         for g in galaxies).encode())
     info = dict(
-        kind="simulated", config=config.to_dict(), versions=_package_versions(),
+        kind="simulated", config=config.to_dict(), versions=io.package_versions(),
         unique_galaxies=dict(zip(CLASS_NAMES, map(int, np.bincount(labels, minlength=3)))),
         images_per_split=counts, candidates_tried=result.tried, rejection_rate=result.rejection_rate,
         label_confusion=dict(rows="intended class (spiral, elliptical, merger)",
@@ -582,10 +570,5 @@ def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool
                                  for d in DEPTH_YEARS},
         simulation_seconds=round(result.seconds, 2), workers=workers or config.data.workers or os.cpu_count(),
         galaxies_per_second=round(len(galaxies) / result.seconds, 3))
-    if config.data.preview:
-        from jaxrobust import plots
-
-        plots.dataset_preview(out_dir / "preview.png", out_dir)
-        plots.gini_m20_diagram(out_dir / "gini_m20.png", fields["gini"], fields["m20"], labels)
     store.write_info(out_dir, info)
     return info

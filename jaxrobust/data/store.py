@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from jaxrobust import config as config_lib
+from jaxrobust.io import atomic_save_npy, atomic_save_npz, atomic_write_json, sha256
+
 SPLITS = ("train", "valid", "test")
 DEPTHS = ("Y10", "Y1")
-NUM_CLASSES = 3
+NUM_CLASSES = len(config_lib.CLASS_NAMES)
 SUBSAMPLE_FILES = ("regular_images_150.npy", "noisy_images_150.npy", "labels_150.npy")
 # The thesis notebook (marinadunn/thesis) loads the same subsample under these names.
 SUBSAMPLE_FILES_ALT = ("images_Y10_test_150.npy", "images_Y1_test_150.npy", "labels_test_150.npy")
@@ -91,63 +92,6 @@ def detect_kind(root: Path) -> str:
     raise DataError(f"{root}: no dataset found: expected the Zenodo files ({', '.join(zenodo_files())}), "
                     "a folder written by `jaxrobust simulate` (dataset.json), or a TFDS dataset "
                     f"({' + '.join(TFDS_MARKERS)}, from jaxrobust.data.tfds)")
-
-
-# --- Atomic writes ---
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Calls `write(file)` on a temporary file beside `path`, then renames it into place.
-
-    A reader never sees a half-written file, and an interrupted write leaves the old one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    atomic_write(path, lambda f: f.write(payload))
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.save(f, array))
-
-
-def atomic_save_npz(path: Path, **arrays) -> None:
-    atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
-    atomic_write_bytes(path, text.encode())
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def sha256(path: Path, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- Splits and augmentation ---
@@ -254,9 +198,18 @@ def is_complete(data_dir: Path, verify_checksums: bool = False) -> bool:
         return False
     if not verify_checksums:
         return True
-    info = json.loads(info_path.read_text())
+    info = _read_info(info_path)
     return all((Path(data_dir) / name).exists() and sha256(Path(data_dir) / name) == digest
                for name, digest in info.get("checksums", {}).items())
+
+
+def dataset_is_current(data_dir: Path, config) -> bool:
+    """A complete simulated dataset (checksums verified) made with the same data settings and seed."""
+    if not is_complete(data_dir, verify_checksums=True):
+        return False
+    made_with = _read_info(Path(data_dir) / "dataset.json").get("config", {})
+    current = json.loads(config_lib.to_json(config))
+    return made_with.get("data") == current["data"] and made_with.get("seed") == current["seed"]
 
 
 # --- Reading and validation ---
@@ -376,10 +329,28 @@ def subsample_names(root: Path) -> tuple[str, str, str] | None:
 def derive_subsample_index(n_test: int, size: int, seed: int) -> np.ndarray:
     """(min(size, n_test),) sorted test rows: the attack subsample of a dataset without one.
 
-    The same seeded stream as attack.attack_images' fallback, so both pick the same images.
+    The one draw of the subsample: every data source and the attack's fallback use it.
     """
     rng = np.random.default_rng([seed, 150])
     return np.sort(rng.choice(n_test, size=min(int(size), n_test), replace=False))
+
+
+def drawn_subsample(test_images: dict, test_labels: np.ndarray, size: int | None, seed: int):
+    """The attack subsample of a source without subsample files, drawn from its test split.
+
+    Args:
+      test_images: {depth: (N, ...) test images} in any layout (NCHW memmaps, NHWC arrays).
+      test_labels: (N,) class indices.
+      size: images to draw (`data.n_attack_subsample`); 0 or None draws none.
+    Returns:
+      ({"labels": (n,), "test_index": (n,) sorted rows, "derived": True}, {depth: (n, ...) images}),
+      or None when `size` is 0 or None.
+    """
+    if not size:
+        return None
+    index = derive_subsample_index(len(test_labels), size, seed)
+    return ({"labels": test_labels[index], "test_index": index, "derived": True},
+            {d: test_images[d][index] for d in DEPTHS})
 
 
 def _row_key(row: np.ndarray) -> bytes:

@@ -45,10 +45,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from jaxrobust.data import preprocess, store
+from jaxrobust import config as config_lib
+from jaxrobust.data import ensure_simulated, preprocess, store
 
 NAME = "deep_adversaries"
-CLASS_NAMES = ("spiral", "elliptical", "merger")
 IMAGE_FEATURES = {"Y10": "image_y10", "Y1": "image_y1"}
 SUBSAMPLE = "subsample"
 CHUNK = 64  # images converted to NHWC at a time while writing (about 15 MB for both depths)
@@ -69,7 +69,7 @@ def _features() -> tfds.features.FeaturesDict:
     image = tfds.features.Tensor(shape=(None, None, 3), dtype=np.float32, encoding="bytes")
     return tfds.features.FeaturesDict({
         "image_y10": image, "image_y1": image,
-        "label": tfds.features.ClassLabel(names=CLASS_NAMES),
+        "label": tfds.features.ClassLabel(names=config_lib.CLASS_NAMES),
         "index": np.int64, "test_index": np.int64,
         **{k: np.int64 for k in INT_META}, **{k: np.float32 for k in FLOAT_META},
     })
@@ -149,14 +149,10 @@ def _manual_dir(dl_manager) -> Path | None:
 
 def _simulate(builder_config: DeepAdversariesConfig, download_dir: Path) -> Path:
     """The simulated folder of this config under download_dir, simulated unless current."""
-    from jaxrobust import config as config_lib, pipeline
-    from jaxrobust.data import simulate
-
     config = config_lib.load_config(builder_config.config_file, list(builder_config.overrides))
     digest = hashlib.sha256(config_lib.to_json(config).encode()).hexdigest()[:12]
     out = download_dir / f"simulated_{builder_config.name}_{digest}"
-    if not pipeline.dataset_is_current(out, config):
-        simulate.simulate_dataset(config, out)
+    ensure_simulated(config, out)
     return out
 
 
@@ -296,7 +292,7 @@ def prepared_from_sources(sources: dict, percentiles=(0.1, 99.9), stretch: float
 
     Every split is read once into the buffer that prepare_arrays then normalises in place (one
     copy of the dataset in memory). Without a subsample split the subsample is drawn from the
-    test split as for .npy folders (store.derive_subsample_index).
+    test split as for .npy folders (store.drawn_subsample).
     """
     raw, labels = {}, {}
     for split in store.SPLITS:
@@ -317,8 +313,4 @@ def _subsample_arrays(sources, raw, labels, size, seed, where, check_finite):
         index = meta.get("test_index")
         index = None if index is None or (index < 0).any() else index.astype(np.int64)
         return {"labels": sub_labels, "test_index": index, "derived": False}, images
-    if not size:
-        return None
-    index = store.derive_subsample_index(len(labels["test"]), size, seed)
-    images = {d: raw["test"][d][index] for d in store.DEPTHS}
-    return {"labels": labels["test"][index], "test_index": index, "derived": True}, images
+    return store.drawn_subsample(raw["test"], labels["test"], size, seed)
