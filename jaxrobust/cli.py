@@ -38,6 +38,8 @@ def _add_config(p, default="quick"):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxrobust", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of its one-line explanation")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host runs)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "write the paper's Zenodo layout plus metadata and preview figures.")
     _add_config(p)
     p.add_argument("--out", required=True, type=Path, help="output folder for the dataset")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a complete dataset already in --out (runs trained on it then refuse it)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: config data.workers, 0 = all cores)")
 
     p = sub.add_parser("train", help="train a model (regular, or with domain adaptation via --da)",
@@ -59,12 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, type=Path, help="run folder to write")
     p.add_argument("--da", action="store_true", help="domain adaptation (same as train.domain_adaptation=True)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --workdir, removing its checkpoints, evaluation, attack and report")
 
     p = sub.add_parser("evaluate", help="test-set metrics (paper Tables 2/4), predictions and latents",
                        description="Restore the best checkpoint of a run, predict the Y10 and Y1 test sets, "
                                    "write evaluation.json, predictions.npz, latents.npz and confusion matrices.")
     p.add_argument("--workdir", required=True, type=Path, help="a training run folder")
     p.add_argument("--data", type=Path, default=None, help="dataset folder (default: the one the run trained on)")
+    p.add_argument("--force", action="store_true",
+                   help="use --data even though it is not the dataset the run was trained on")
 
     p = sub.add_parser("attack", help="one-pixel attack on the test subsample (paper protocol)",
                        description="Differential-evolution one-pixel attack of every correctly classified "
@@ -72,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Writes attack.npz and attack.json into the run folder.")
     p.add_argument("--workdir", required=True, type=Path, help="a training run folder")
     p.add_argument("--data", type=Path, default=None, help="dataset folder (default: the one the run trained on)")
+    p.add_argument("--force", action="store_true",
+                   help="use --data even though it is not the dataset the run was trained on")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="attack overrides, e.g. attack.population=100 attack.n_images=10 attack.evaluator=full")
 
@@ -132,17 +142,25 @@ def main(argv=None) -> int:
         parallel.initialize_distributed()
     try:
         return _dispatch(args, config_lib)
-    except (config_lib.ConfigError, DataError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:  # the one place failures become sentences (jaxrobust/errors.py)
+        from jaxrobust import errors
+
+        message = None if args.debug else errors.describe(err)
+        if message is None:  # a bug, or --debug: the traceback
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 
 def _dispatch(args, config_lib) -> int:
+    from jaxrobust import provenance
+
     if args.command == "simulate":
         from jaxrobust import pipeline
         from jaxrobust.data import simulate
 
         config = config_lib.load_config(args.config, args.overrides)
+        provenance.claim_dataset_dir(args.out, overwrite=args.overwrite)
         info = simulate.simulate_dataset(config, args.out, workers=args.workers)
         if config.data.preview:
             pipeline.write_dataset_figures(args.out)
@@ -155,6 +173,7 @@ def _dispatch(args, config_lib) -> int:
         overrides = list(args.overrides) + (["train.domain_adaptation=True"] if args.da else [])
         overrides.append(f"data.source='{args.data.resolve()}'")
         config = config_lib.load_config(args.config, overrides)
+        provenance.claim_run_dir(args.workdir, resume=args.resume, overwrite=args.overwrite)
         summary = train.train_and_evaluate(config, args.workdir, load_prepared(args.data, config), resume=args.resume)
         print(f"best validation accuracy {summary.get('best_val_acc_y10', float('nan')):.3f} "
               f"at epoch {summary.get('best_epoch', -1) + 1}; run in {args.workdir}")
@@ -163,18 +182,29 @@ def _dispatch(args, config_lib) -> int:
         from jaxrobust.data import load_prepared
 
         config = config_lib.read_run_config(args.workdir)
-        results = evaluate.evaluate_run(args.workdir, load_prepared(_data_dir(args, config), config))
+        provenance.check_writable(args.workdir, "--workdir")
+        data = load_prepared(_data_dir(args, config), config)
+        provenance.check_data(args.workdir, data, force=args.force)
+        results = evaluate.evaluate_run(args.workdir, data)
         print(evaluate.metrics_table({"run": results}))
     elif args.command == "attack":
         from jaxrobust import attack
         from jaxrobust.data import load_prepared
 
         config = _run_attack_overrides(config_lib.read_run_config(args.workdir), args.overrides)
-        attack.attack_run(args.workdir, load_prepared(_data_dir(args, config), config), config)
+        provenance.check_writable(args.workdir, "--workdir")  # before the attack, not after it
+        data = load_prepared(_data_dir(args, config), config)
+        provenance.check_data(args.workdir, data, force=args.force)
+        attack.attack_run(args.workdir, data, config)
     elif args.command == "analyze":
-        from jaxrobust import report
+        from jaxrobust import checkpoint, report
 
         runs = [args.workdir] + ([args.compare] if args.compare else [])
+        for run in runs:  # every derived file from the run's current best checkpoint
+            source = provenance.checkpoint_source(run, checkpoint.read_meta(run, "best"))
+            provenance.check_outputs(run, source, required=("evaluate", "attack"))
+        if args.out is not None:
+            provenance.check_folder(args.out, "--out")
         report.analyze(runs, out_dir=args.out)
     elif args.command == "reproduce":
         from jaxrobust import pipeline

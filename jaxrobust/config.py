@@ -58,6 +58,7 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> ml_c
         raise ConfigError(f"{path}: a config file must define get_config() -> ConfigDict")
     config = module.get_config()
     apply_overrides(config, overrides)
+    check_counts(config)
     config.lock()
     return config
 
@@ -104,6 +105,38 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:
             node[leaf] = value
     except TypeError as err:
         raise ConfigError(expected) from err
+    check_count(dotted, node[leaf])
+
+
+# Counts and the smallest value each takes, with what that value means when it is 0 (a
+# negative count would slice from the end: `attack.n_images=-3` attacked 6 of 9 images).
+COUNT_KEYS = {
+    "attack.n_images": (1, ""),
+    "scan.n_images": (1, ""),
+    "data.n_attack_subsample": (0, " (0 = no subsample drawn)"),
+    "data.workers": (0, " (0 = all cores)"),
+    "analysis.isomap_points": (1, ""),
+    "analysis.church_windows": (0, " (0 = none)"),
+    "analysis.histogram_bins": (1, ""),
+    "analysis.bootstrap": (1, ""),
+}
+
+
+def check_count(dotted: str, value) -> None:
+    """ConfigError when a count key (COUNT_KEYS) is not an integer at or above its minimum."""
+    if dotted not in COUNT_KEYS:
+        return
+    minimum, meaning = COUNT_KEYS[dotted]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"config key {dotted!r} must be an integer >= {minimum}{meaning}, got {value!r}")
+
+
+def check_counts(config: ml_collections.ConfigDict) -> None:
+    """check_count for every count key the config has."""
+    for dotted in COUNT_KEYS:
+        section, key = dotted.split(".")
+        if section in config and key in config[section]:
+            check_count(dotted, config[section][key])
 
 
 def _unknown_key(dotted: str, node, walked) -> str:

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxrobust import config as config_lib
+from jaxrobust import provenance
+from jaxrobust.data import pairing
 from jaxrobust.io import atomic_save_npy, atomic_save_npz, atomic_write_json, sha256
 
 SPLITS = ("train", "valid", "test")
@@ -85,6 +87,9 @@ def detect_kind(root: Path) -> str:
         raise DataError(f"{root}: dataset folder not found")
     if (root / "dataset.json").exists():
         return "simulated"
+    incomplete = provenance.incomplete_simulation(root)
+    if incomplete is not None:  # not a Zenodo folder: a simulation killed before dataset.json
+        raise DataError(incomplete)
     if any((root / name).exists() for name in zenodo_files() + list(SUBSAMPLE_FILES + SUBSAMPLE_FILES_ALT)):
         return "zenodo"
     if find_tfds_dir(root) is not None:
@@ -420,6 +425,10 @@ class RawDataset:
             if n10 != n1:
                 raise DataError(f"{paths['Y1']}: {n1} Y1 images but {paths['Y10']} has {n10}; Y1 and "
                                 "Y10 must hold the same galaxies in the same order")
+            problem = pairing.same_galaxies_problem(self.images["Y10", split], self.images["Y1", split],
+                                                    paths["Y10"], paths["Y1"])
+            if problem is not None:
+                raise DataError(problem)
             label_path = self.root / label_file(split)
             self.labels[split] = labels_from_one_hot(open_npy(label_path), label_path, n10)
         self.image_shape = shape
@@ -439,8 +448,14 @@ class RawDataset:
         if y10.shape != y1.shape:
             raise DataError(f"{paths[1]}: shape {y1.shape} differs from {paths[0]} {y10.shape}")
         labels = labels_from_one_hot(open_npy(paths[2]), paths[2], len(y10))
-        return {"Y10": y10, "Y1": y1, "labels": labels, "files": names,
-                "test_index": self._subsample_test_index(y10, y1)}
+        problem = pairing.same_galaxies_problem(y10, y1, paths[0], paths[1])
+        test_index = self._subsample_test_index(y10, y1)
+        if problem is None and test_index is not None:
+            source = "metadata_150.npz" if (self.root / "metadata_150.npz").exists() else "matching images"
+            problem = pairing.subsample_labels_problem(labels, self.labels["test"], test_index, paths[2], source)
+        if problem is not None:
+            raise DataError(problem)
+        return {"Y10": y10, "Y1": y1, "labels": labels, "files": names, "test_index": test_index}
 
     def _subsample_test_index(self, y10: np.ndarray, y1: np.ndarray) -> np.ndarray | None:
         """(n,) rows of the test split the subsample holds: metadata_150.npz (our simulator),
