@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
-from jaxrobust import latent
+from jaxrobust import latent, pipeline
 from jaxrobust.cli import main
 
 import _tiny_dataset
@@ -133,3 +134,17 @@ def test_a_killed_study_resumes_where_it_stopped(tmp_path):
     assert "[da] resuming" in done.stdout
     epochs = [json.loads(line)["epoch"] for line in (work / "da" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(len(epochs))) and (work / "report.md").exists()
+
+
+def test_dataset_figures_of_a_simulated_folder(tmp_path):
+    """`simulate` with data.preview=True: preview.png and gini_m20.png beside the dataset, drawn
+    from the test split and galaxies.jsonl after dataset.json (the data layer draws no figures)."""
+    folder, _ = _tiny_dataset.tiny_dataset()
+    copy = tmp_path / "data"
+    shutil.copytree(folder, copy)
+    assert not (copy / "preview.png").exists()
+    paths = pipeline.write_dataset_figures(copy)
+    assert [p.name for p in paths] == ["preview.png", "gini_m20.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in copy.glob(".*")) == []  # no temporary files left

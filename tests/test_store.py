@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from jaxrobust.config import load_config
-from jaxrobust.data import simulate, store
+from jaxrobust.data import ensure_simulated, simulate, store
 from jaxrobust.data.store import DataError, RawDataset
 
 import _tiny_dataset
@@ -367,3 +367,39 @@ def test_corrupted_file_fails_checksum(tmp_path):
     assert store.is_complete(copy) and not store.is_complete(copy, verify_checksums=True)
     (copy / "dataset.json").unlink()
     assert not store.is_complete(copy)
+
+
+def test_dataset_is_current_only_for_the_same_data_settings_and_intact_files(tmp_path):
+    """dataset_is_current: same `data` section and `seed` as dataset.json records, checksums intact;
+    ensure_simulated then reuses the folder (no simulation: it returns None)."""
+    folder, _ = _tiny_dataset.tiny_dataset()
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    config = _tiny_dataset.tiny_config()
+    assert store.dataset_is_current(copy, config)
+    assert store.dataset_is_current(copy, load_config("quick", list(_tiny_dataset.TINY_OVERRIDES) + ["train.epochs=1"]))
+    assert not store.dataset_is_current(copy, load_config("quick", list(_tiny_dataset.TINY_OVERRIDES) + ["seed=4"]))
+    assert not store.dataset_is_current(copy, load_config("quick", list(_tiny_dataset.TINY_OVERRIDES) + ["data.n_merger=4"]))
+    messages = []
+    assert ensure_simulated(config, copy, log=messages.append) is None
+    assert messages == [f"[data] {copy} is complete and current: skipped"]
+    path = copy / "images_Y1_test.npy"
+    payload = bytearray(path.read_bytes())
+    payload[-1] ^= 1
+    path.write_bytes(bytes(payload))
+    assert not store.dataset_is_current(copy, config)
+    assert not store.dataset_is_current(tmp_path / "absent", config)
+
+
+def test_drawn_subsample_is_the_seeded_draw_of_test_rows():
+    labels = np.arange(20) % 3
+    images = {d: np.arange(20 * 2).reshape(20, 2) + (100 if d == "Y1" else 0) for d in store.DEPTHS}
+    sub, drawn = store.drawn_subsample(images, labels, 6, seed=5)
+    index = np.sort(np.random.default_rng([5, 150]).choice(20, size=6, replace=False))
+    np.testing.assert_array_equal(sub["test_index"], index)
+    np.testing.assert_array_equal(sub["labels"], labels[index])
+    assert sub["derived"] is True
+    for d in store.DEPTHS:
+        np.testing.assert_array_equal(drawn[d], images[d][index])
+    assert store.drawn_subsample(images, labels, 0, seed=5) is None
+    assert len(store.drawn_subsample(images, labels, 50, seed=5)[0]["test_index"]) == 20  # at most the test split
