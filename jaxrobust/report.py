@@ -18,29 +18,37 @@ import numpy as np
 from jaxrobust import checkpoint, evaluate, io, latent, plots, robustness, train
 from jaxrobust.config import read_run_config
 
-# The paper's numbers (Ćiprijanović et al. 2022, TNG100 data): Tables 2-5 and Figure 6.
-PAPER = {
-    "resnet18": {
-        "metrics": {"Reg": {"Y10": dict(accuracy=0.72, precision=0.76, recall=0.72, f1=0.72),
-                            "Y1": dict(accuracy=0.43, precision=0.61, recall=0.43, f1=0.36)},
-                    "DA": {"Y10": dict(accuracy=0.82, precision=0.82, recall=0.82, f1=0.82),
-                           "Y1": dict(accuracy=0.66, precision=0.67, recall=0.66, f1=0.67)}},
-        "distances": {"Y10-Y1": {"Reg": (18.1, 20.2, 1.0), "DA": (26.4, 29.7, 1.5)},
-                      "Y10-1P": {"Reg": (16.0, 16.8, 0.4), "DA": (35.8, 38.1, 1.3)}},
-        "js": {"Y10-Y1": 0.24, "Y10-1P": 0.64},
-        "flipped_under_both": 136,
-    },
-    "convnet": {
-        "metrics": {"Reg": {"Y10": dict(accuracy=0.70, precision=0.72, recall=0.70, f1=0.70),
-                            "Y1": dict(accuracy=0.48, precision=0.67, recall=0.48, f1=0.42)},
-                    "DA": {"Y10": dict(accuracy=0.69, precision=0.70, recall=0.69, f1=0.69),
-                           "Y1": dict(accuracy=0.57, precision=0.62, recall=0.57, f1=0.58)}},
-        "distances": {"Y10-Y1": {"Reg": (6.3, 6.7, 0.2), "DA": (6.9, 8.3, 0.3)},
-                      "Y10-1P": {"Reg": (2.8, 3.1, 0.1), "DA": (3.6, 4.1, 0.2)}},
-        "js": {"Y10-Y1": 0.26, "Y10-1P": None},  # the ConvNet 1P value is not legible in the text
-        "flipped_under_both": 134,
-    },
+# The paper's numbers (Ćiprijanović et al. 2022, TNG100 data), one row per model.
+# Tables 2 and 4: (accuracy, precision, recall, F1) of Reg Y10, Reg Y1, DA Y10, DA Y1.
+PAPER_METRICS = {
+    "resnet18": ((0.72, 0.76, 0.72, 0.72), (0.43, 0.61, 0.43, 0.36), (0.82, 0.82, 0.82, 0.82), (0.66, 0.67, 0.66, 0.67)),
+    "convnet": ((0.70, 0.72, 0.70, 0.70), (0.48, 0.67, 0.48, 0.42), (0.69, 0.70, 0.69, 0.69), (0.57, 0.62, 0.57, 0.58)),
 }
+# Tables 3 and 5: dE (median, mean, st. err.) of Y10-Y1 Reg, Y10-Y1 DA, Y10-1P Reg, Y10-1P DA.
+PAPER_DISTANCES = {
+    "resnet18": ((18.1, 20.2, 1.0), (26.4, 29.7, 1.5), (16.0, 16.8, 0.4), (35.8, 38.1, 1.3)),
+    "convnet": ((6.3, 6.7, 0.2), (6.9, 8.3, 0.3), (2.8, 3.1, 0.1), (3.6, 4.1, 0.2)),
+}
+# Figure 6: JS distance (Y10-Y1, Y10-1P; the ConvNet 1P value is not legible in the text) and
+# the images flipped under both trainings.
+PAPER_JS = {"resnet18": (0.24, 0.64), "convnet": (0.26, None)}
+PAPER_FLIPPED_UNDER_BOTH = {"resnet18": 136, "convnet": 134}
+
+
+def _paper(model: str) -> dict:
+    """The paper's numbers of one model as the report reads them (metrics, distances, js, flipped)."""
+    metrics = dict(zip(("Reg Y10", "Reg Y1", "DA Y10", "DA Y1"), PAPER_METRICS[model]))
+    distances = dict(zip(("Y10-Y1 Reg", "Y10-Y1 DA", "Y10-1P Reg", "Y10-1P DA"), PAPER_DISTANCES[model]))
+    return {
+        "metrics": {t: {d: dict(zip(evaluate.METRIC_NAMES, metrics[f"{t} {d}"])) for d in ("Y10", "Y1")}
+                    for t in ("Reg", "DA")},
+        "distances": {k: {t: distances[f"{k} {t}"] for t in ("Reg", "DA")} for k in ("Y10-Y1", "Y10-1P")},
+        "js": dict(zip(("Y10-Y1", "Y10-1P"), PAPER_JS[model])),
+        "flipped_under_both": PAPER_FLIPPED_UNDER_BOTH[model],
+    }
+
+
+PAPER = {model: _paper(model) for model in PAPER_METRICS}
 
 
 def load_attack(run_dir: Path) -> dict:
