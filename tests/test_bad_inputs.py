@@ -1,0 +1,394 @@
+"""Bad inputs and damaged run folders through the command line: each a sentence, exit code 2.
+
+One tiny run (tests/_zenodo_tiny.py: 32 x 32 stamps, ConvNet, 2 epochs, a 3-image attack) is
+trained, evaluated and attacked once per module through `jaxrobust.cli.main`; every case
+copies what it damages. Each case asserts the exit code, that the message names the file or key
+and says what to do, and that no traceback is printed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxrobust import provenance
+from jaxrobust.cli import main
+
+import _synthetic  # noqa: F401  (the session's persistent XLA compilation cache)
+import _zenodo_tiny as tiny
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    """(exit code, stderr) of `jaxrobust argv`; fails on a printed traceback. The last stdout
+    is kept in LAST_OUT."""
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    LAST_OUT[:] = [captured.out]
+    return code, captured.err
+
+
+LAST_OUT = [""]
+
+
+def refused(capsys, *argv, names=(), says=()) -> str:
+    """Runs argv, asserts exit code 2 and one line naming each of `names` and saying `says`."""
+    code, err = run_cli(capsys, *argv)
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    for text in tuple(names) + tuple(says):
+        assert str(text) in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "zenodo"
+    tiny.write_dataset(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, dataset) -> Path:
+    """A trained, evaluated and attacked run on `dataset` (do not modify: copy it)."""
+    workdir = tmp_path_factory.mktemp("runs") / "run"
+    assert main(["train", "--data", str(dataset), "--workdir", str(workdir), *tiny.TRAIN_ARGS]) == 0
+    assert main(["evaluate", "--workdir", str(workdir)]) == 0
+    assert main(["attack", "--workdir", str(workdir), *tiny.ATTACK_ARGS]) == 0
+    return workdir
+
+
+def copy_of(folder: Path, tmp_path: Path, name: str | None = None) -> Path:
+    target = tmp_path / (name or folder.name)
+    shutil.copytree(folder, target)
+    return target
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    payload = path.read_bytes()
+    path.write_bytes(payload[: int(len(payload) * keep)])
+
+
+# --- Run folders: no silent overwrite, provenance ---
+def test_train_into_a_folder_holding_a_run_is_refused(capsys, run, dataset):
+    before = (run / "metrics.jsonl").read_bytes()
+    refused(capsys, "train", "--data", dataset, "--workdir", run, *tiny.TRAIN_ARGS,
+            names=[run], says=["--resume", "--overwrite"])
+    assert (run / "metrics.jsonl").read_bytes() == before
+
+
+def test_overwrite_removes_every_derived_file_of_the_old_run(capsys, run, dataset, tmp_path):
+    work = copy_of(run, tmp_path)
+    (work / ".attack.npz.x1.tmp").write_bytes(b"")
+    old_id = provenance.read_run(work)["run_id"]
+    code, err = run_cli(capsys, "train", "--data", dataset, "--workdir", work, "--overwrite",
+                        *tiny.TRAIN_ARGS[1:], "train.epochs=1")
+    assert code == 0, err
+    for name in ("evaluation.json", "predictions.npz", "latents.npz", "attack.npz", "attack.json",
+                 ".attack.npz.x1.tmp", "figures/confusion_matrices.png"):
+        assert not (work / name).exists(), name
+    assert provenance.read_run(work)["run_id"] != old_id
+    assert len((work / "metrics.jsonl").read_text().splitlines()) == 1
+    refused(capsys, "analyze", "--workdir", work, names=[work / "evaluation.json"], says=["jaxrobust evaluate"])
+
+
+def test_resume_and_overwrite_together_are_refused(capsys, dataset, tmp_path):
+    refused(capsys, "train", "--data", dataset, "--workdir", tmp_path / "new", "--resume", "--overwrite",
+            *tiny.TRAIN_ARGS, says=["--resume and --overwrite"])
+
+
+def changed_dataset(dataset: Path, tmp_path: Path) -> Path:
+    """A copy of the dataset whose training split holds other galaxies (another seed)."""
+    other = tmp_path / "other"
+    tiny.write_dataset(other, seed=5)
+    changed = copy_of(dataset, tmp_path, "changed")
+    for name in ("images_Y10_train.npy", "images_Y1_train.npy", "labels_train.npy"):
+        shutil.copy(other / name, changed / name)
+    return changed
+
+
+@pytest.mark.parametrize("command", ["evaluate", "attack"])
+def test_data_other_than_the_runs_are_refused(capsys, run, dataset, tmp_path, command):
+    changed = changed_dataset(dataset, tmp_path)
+    line = refused(capsys, command, "--workdir", run, "--data", changed,
+                   names=[changed, "images_Y10_train.npy"], says=["not the data", "--force"])
+    assert "labels_train.npy" in line
+
+
+def test_force_uses_other_data_with_a_warning(capsys, run, dataset, tmp_path):
+    work = copy_of(run, tmp_path)
+    changed = changed_dataset(dataset, tmp_path)
+    capsys.readouterr()
+    assert main(["evaluate", "--workdir", str(work), "--data", str(changed), "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "warning (--force)" in out and "images_Y10_train.npy" in out
+
+
+def test_resume_with_other_data_is_refused(capsys, run, dataset, tmp_path):
+    work = copy_of(run, tmp_path)
+    changed = changed_dataset(dataset, tmp_path)
+    refused(capsys, "train", "--data", changed, "--workdir", work, "--resume", *tiny.TRAIN_ARGS,
+            names=[changed], says=["not the data", "--overwrite"])
+
+
+def test_images_of_another_size_than_the_model_are_refused(capsys, run, tmp_path):
+    small = tmp_path / "small"
+    tiny.write_dataset(small, side=16)
+    refused(capsys, "evaluate", "--workdir", run, "--data", small, "--force",
+            names=[small], says=["16 x 16 x 3", "32 x 32 x 3"])
+
+
+def test_simulate_into_a_complete_dataset_is_refused(capsys, tmp_path):
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / "dataset.json").write_text("{}")
+    refused(capsys, "simulate", "--out", out, names=[out], says=["complete dataset", "--overwrite"])
+    assert (out / "dataset.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_an_incomplete_simulation_is_refused(capsys, run, dataset, tmp_path, command):
+    folder = copy_of(dataset, tmp_path)
+    (folder / "galaxies.jsonl").write_text("{}\n")  # what simulate writes before dataset.json
+    args = (["train", "--workdir", tmp_path / "new", *tiny.TRAIN_ARGS] if command == "train"
+            else ["evaluate", "--workdir", run])
+    refused(capsys, *args, "--data", folder, names=[folder], says=["incomplete", "jaxrobust simulate", "--out"])
+
+
+# --- Derived files: units and their checkpoint ---
+def test_attack_files_of_two_runs_are_never_paired(capsys, run, tmp_path):
+    work = copy_of(run, tmp_path)
+    info = json.loads((work / "attack.json").read_text())
+    info["provenance"]["unit_id"] = "0" * 32  # as an attack.json left by an earlier attack
+    (work / "attack.json").write_text(json.dumps(info))
+    refused(capsys, "analyze", "--workdir", work, names=[work / "attack.json"], says=["jaxrobust attack"])
+
+
+def test_an_evaluation_of_another_checkpoint_is_refused(capsys, run, tmp_path):
+    work = copy_of(run, tmp_path)
+    record = json.loads((work / "provenance.json").read_text())
+    record["run_id"] = "f" * 32  # as if the run had been retrained since
+    (work / "provenance.json").write_text(json.dumps(record))
+    refused(capsys, "analyze", "--workdir", work, names=[work / "evaluation.json"],
+            says=["another training run", "jaxrobust evaluate"])
+
+
+def test_derived_units_carry_one_id_and_their_checkpoint(run):
+    from jaxrobust import checkpoint
+
+    source = provenance.checkpoint_source(run, checkpoint.read_meta(run, "best"))
+    for unit, names in (("evaluate", provenance.UNITS["evaluate"]), ("attack", provenance.UNITS["attack"])):
+        tags = [provenance.unit_tags(run / n, "") for n in names]
+        assert len({t[0] for t in tags}) == 1 and tags[0][0] is not None, unit
+        assert all(t[1] == source for t in tags), unit
+
+
+def test_stale_temporary_files_are_removed_on_the_next_write(capsys, run, tmp_path):
+    work = copy_of(run, tmp_path)
+    stale = work / ".attack.npz.abc123.tmp"
+    stale.write_bytes(b"")
+    code, err = run_cli(capsys, "attack", "--workdir", work, *tiny.ATTACK_ARGS)
+    assert code == 0, err
+    assert not stale.exists()
+    provenance.check_outputs(work, None)  # the new pair agrees
+
+
+# --- Pairing checks ---
+def _copy_y10_into_y1(folder):
+    shutil.copy(folder / "images_Y10_valid.npy", folder / "images_Y1_valid.npy")
+
+
+def _shuffle_y1(folder):
+    y1 = np.load(folder / "images_Y1_train.npy")
+    np.save(folder / "images_Y1_train.npy", y1[np.random.default_rng(2).permutation(len(y1))])
+
+
+def _wrong_subsample_labels(folder):
+    labels = np.load(folder / "labels_150.npy")
+    np.save(folder / "labels_150.npy", np.roll(labels, 1, axis=1))
+
+
+def _all_zero_images(folder):
+    y1 = np.load(folder / "images_Y1_test.npy")
+    np.save(folder / "images_Y1_test.npy", np.zeros_like(y1))
+
+
+def _truncated_metadata_150(folder):
+    truncate(folder / "metadata_150.npz")
+
+
+def _nan_pixel(folder):  # already clear before issue 15: keep it so
+    y10 = np.load(folder / "images_Y10_valid.npy")
+    y10[1, 0, 3, 3] = np.nan
+    np.save(folder / "images_Y10_valid.npy", y10)
+
+
+def _labels_not_one_hot(folder):  # already clear before issue 15
+    labels = np.load(folder / "labels_test.npy")
+    labels[2] = [1, 1, 0]
+    np.save(folder / "labels_test.npy", labels)
+
+
+def _missing_split(folder):  # already clear before issue 15
+    (folder / "images_Y1_valid.npy").unlink()
+
+
+DATASET_DAMAGE = {
+    "y1_copy_of_y10": (_copy_y10_into_y1, "images_Y1_valid.npy", "exact copy"),
+    "y1_other_order": (_shuffle_y1, "images_Y1_train.npy", "same order"),
+    "subsample_labels": (_wrong_subsample_labels, "labels_150.npy", "test labels"),
+    "all_zero_images": (_all_zero_images, "images_Y1_test.npy", "percentile"),
+    "truncated_metadata_150": (_truncated_metadata_150, "metadata_150.npz", "simulate or download"),
+    "nan_pixel": (_nan_pixel, "images_Y10_valid.npy", "non-finite"),
+    "labels_not_one_hot": (_labels_not_one_hot, "labels_test.npy", "not one-hot"),
+    "missing_split": (_missing_split, "images_Y1_valid.npy", "not found"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DATASET_DAMAGE))
+def test_damaged_dataset_is_a_sentence(capsys, run, dataset, tmp_path, kind):
+    damage, name, says = DATASET_DAMAGE[kind]
+    folder = copy_of(dataset, tmp_path)
+    damage(folder)
+    refused(capsys, "evaluate", "--workdir", run, "--data", folder, "--force", names=[folder / name], says=[says])
+
+
+@pytest.mark.parametrize("option, says", [("attack.n_images=-3", ">= 1"), ("attack.n_images=0", ">= 1"),
+                                          ("attack.n_images=2.5", "expects int")])
+def test_counts_below_one_are_refused(capsys, run, option, says):
+    refused(capsys, "attack", "--workdir", run, option, names=["attack.n_images"], says=[says])
+
+
+@pytest.mark.parametrize("option", ["scan.n_images=-1", "analysis.isomap_points=0"])
+def test_other_counts_are_checked_when_loading_a_config(capsys, dataset, tmp_path, option):
+    from jaxrobust import config as config_lib
+
+    key = option.split("=")[0]
+    if key.split(".")[0] not in config_lib.base_config():
+        pytest.skip(f"no {key.split('.')[0]} section in this config")
+    refused(capsys, "train", "--data", dataset, "--workdir", tmp_path / "new", option, names=[key], says=[">="])
+
+
+# --- Damaged run folders ---
+def _truncated_config(work):
+    truncate(work / "config.json")
+    return ["evaluate", "--workdir", work], work / "config.json", "--overwrite"
+
+
+def _truncated_checkpoint(work):
+    step = next(p for p in (work / "checkpoints" / "best").iterdir() if p.name.isdigit())
+    biggest = max((p for p in step.rglob("*") if p.is_file() and "meta" not in p.parts),
+                  key=lambda p: p.stat().st_size)
+    truncate(biggest, 0.3)
+    return ["evaluate", "--workdir", work], work / "checkpoints", "--overwrite"
+
+
+def _truncated_checkpoint_meta(work):
+    step = next(p for p in (work / "checkpoints" / "best").iterdir() if p.name.isdigit())
+    for meta in (step / "meta").glob("*"):
+        truncate(meta, 0.5)
+    return ["evaluate", "--workdir", work], work / "checkpoints" / "best", "--overwrite"
+
+
+def _truncated_attack(work):
+    truncate(work / "attack.npz")
+    return ["analyze", "--workdir", work], work / "attack.npz", "jaxrobust attack"
+
+
+def _truncated_latents(work):
+    truncate(work / "latents.npz")
+    return ["analyze", "--workdir", work], work / "latents.npz", "jaxrobust evaluate"
+
+
+def _attack_json_missing(work):
+    (work / "attack.json").unlink()
+    return ["analyze", "--workdir", work], work / "attack.json", "jaxrobust attack"
+
+
+def _workdir_is_a_file(work):
+    target = work / "config.json"  # a file where a run folder is wanted
+    return ["train", "--data", work.parent / "data", "--workdir", target, *tiny.TRAIN_ARGS], target, "another --workdir"
+
+
+def _not_a_run(work):  # already clear before issue 15
+    empty = work / "empty"
+    empty.mkdir()
+    return ["attack", "--workdir", empty], empty / "config.json", "jaxrobust train"
+
+
+RUN_DAMAGE = {
+    "truncated_config": _truncated_config,
+    "truncated_checkpoint": _truncated_checkpoint,
+    "truncated_checkpoint_meta": _truncated_checkpoint_meta,
+    "truncated_attack_npz": _truncated_attack,
+    "truncated_latents_npz": _truncated_latents,
+    "attack_json_missing": _attack_json_missing,
+    "workdir_is_a_file": _workdir_is_a_file,
+    "not_a_run": _not_a_run,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RUN_DAMAGE))
+def test_damaged_run_folder_is_a_sentence(capsys, run, dataset, tmp_path, kind):
+    work = copy_of(run, tmp_path)
+    shutil.copytree(dataset, tmp_path / "data")
+    argv, name, says = RUN_DAMAGE[kind](work)
+    refused(capsys, *argv, names=[name], says=[says])
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_run_folder_is_refused_before_the_attack(capsys, run, tmp_path):
+    work = copy_of(run, tmp_path)
+    work.chmod(0o555)
+    try:
+        line = refused(capsys, "attack", "--workdir", work, *tiny.ATTACK_ARGS, names=[work], says=["cannot write"])
+    finally:
+        work.chmod(0o755)
+    assert "attacking" not in line
+    assert json.loads((run / "attack.json").read_text()) == json.loads((work / "attack.json").read_text())
+
+
+def test_analyze_creates_a_missing_out_folder(capsys, run, tmp_path):
+    out = tmp_path / "new" / "report"
+    code, err = run_cli(capsys, "analyze", "--workdir", run, "--out", out, *())
+    assert code == 0, err
+    assert (out / "report.md").exists()
+
+
+def test_debug_shows_the_traceback(run, tmp_path):
+    work = copy_of(run, tmp_path)
+    truncate(work / "config.json")
+    with pytest.raises(json.JSONDecodeError):
+        main(["--debug", "evaluate", "--workdir", str(work)])
+
+
+# --- Resume: torn metrics, no checkpoint ---
+def test_a_torn_last_metrics_line_is_dropped_on_resume(capsys, run, dataset, tmp_path):
+    work = copy_of(run, tmp_path)
+    lines = (work / "metrics.jsonl").read_text().splitlines()
+    (work / "metrics.jsonl").write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
+    code, err = run_cli(capsys, "train", "--data", dataset, "--workdir", work, "--resume", *tiny.TRAIN_ARGS)
+    assert code == 0, err
+    assert "metrics.jsonl" in LAST_OUT[0] and "torn" in LAST_OUT[0]
+    epochs = [json.loads(x)["epoch"] for x in (work / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1]
+
+
+def test_resume_without_a_checkpoint_starts_over_and_says_so(capsys, run, dataset, tmp_path):
+    work = copy_of(run, tmp_path)
+    shutil.rmtree(work / "checkpoints")
+    capsys.readouterr()
+    assert main(["train", "--data", str(dataset), "--workdir", str(work), "--resume", *tiny.TRAIN_ARGS]) == 0
+    out = capsys.readouterr().out
+    assert "starting over" in out
+    rows = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]  # no epoch twice
+    reference = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for got, want in zip(rows, reference):
+        assert got["train_loss"] == want["train_loss"] and got["val_acc_y10"] == want["val_acc_y10"]
