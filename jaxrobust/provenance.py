@@ -6,6 +6,7 @@ A run folder (`jaxrobust train --workdir DIR`) holds:
   evaluation.json + predictions.npz + latents.npz           one unit (`jaxrobust evaluate`)
   attack.json + attack.npz                                  one unit (`jaxrobust attack`)
   scan.json + scan.npz                                      one unit (`jaxrobust scan`)
+  robustness.json + robustness.npz                          margins and minimal flips (reproduce)
   analysis.json, report.md, figures/                        `jaxrobust analyze`
 
 Checks, each a one-sentence `ProvenanceError` (a ValueError) naming the file and what to do:
@@ -43,9 +44,10 @@ UNITS = {
     "evaluate": ("evaluation.json", "predictions.npz", "latents.npz"),
     "attack": ("attack.json", "attack.npz"),
     "scan": ("scan.json", "scan.npz"),
+    "robustness": ("robustness.json", "robustness.npz"),  # jaxrobust.robustness (from attack.npz)
 }
 REPORT_FILES = ("analysis.json", "report.md")
-DERIVED_DIRS = ("figures",)
+DERIVED_DIRS = ("figures", "scan_parts")  # scan_parts: an unfinished scan's per-image results
 # Keys a unit's files carry: in .npz as 0-d string arrays, in .json under PROVENANCE_KEY.
 UNIT_ID_KEY = "_unit_id"
 SOURCE_KEY = "_checkpoint_source"

@@ -392,3 +392,41 @@ def test_resume_without_a_checkpoint_starts_over_and_says_so(capsys, run, datase
     reference = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     for got, want in zip(rows, reference):
         assert got["train_loss"] == want["train_loss"] and got["val_acc_y10"] == want["val_acc_y10"]
+
+
+# --- The pieces, against independent computations ---
+def test_content_hash_reads_evenly_spaced_blocks_of_large_files(tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.setattr(provenance, "WHOLE_HASH_BYTES", 1000)
+    monkeypatch.setattr(provenance, "SAMPLE_BLOCKS", 3)
+    monkeypatch.setattr(provenance, "SAMPLE_BLOCK_BYTES", 10)
+    payload = bytes(range(256)) * 8  # 2048 bytes: blocks at 0, 1019, 2038
+    path = tmp_path / "a.npy"
+    path.write_bytes(payload)
+    expected = hashlib.blake2b(payload[0:10] + payload[1019:1029] + payload[2038:2048], digest_size=16)
+    assert provenance.content_hash(path) == f"2048:{expected.hexdigest()}"
+    changed = bytearray(payload)
+    changed[1020] ^= 1  # inside a sampled block
+    path.write_bytes(bytes(changed))
+    assert provenance.content_hash(path) != f"2048:{expected.hexdigest()}"
+
+
+def test_fingerprint_difference_names_the_files():
+    old = {"kind": "files", "files": {"a.npy": "1:x", "b.npy": "1:y", "c.npy": "1:z"}}
+    new = {"kind": "files", "files": {"a.npy": "1:x", "b.npy": "2:y", "d.npy": "1:w"}}
+    assert provenance.fingerprint_difference(old, new) == "changed: b.npy; missing: c.npy; new: d.npy"
+
+
+def test_matched_wins_by_hand():
+    from jaxrobust.data import pairing
+
+    # three stamps of four pixels; Y1 in the same order correlates best with its own stamp
+    y10 = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]], float)
+    y1 = y10 + np.array([[0, 0, 0.1, 0], [0.1, 0, 0, 0], [0, 0.1, 0, 0]])
+    assert pairing.matched_wins(y10, y1) == 1.0
+    # reversed: stamp 1 still meets itself (1 of 2 others beaten), 0 and 2 beat nothing
+    reversed_wins = pairing.matched_wins(y10, y1[::-1])
+    corr = np.corrcoef(y10, y1[::-1])[:3, 3:]
+    expected = np.mean([(corr[i, i] > np.delete(corr[i], i)).sum() / 2 for i in range(3)])
+    assert reversed_wins == pytest.approx(expected) and reversed_wins < 0.75
