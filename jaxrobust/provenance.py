@@ -183,6 +183,15 @@ def check_data(run_dir, data, force: bool = False, log=print) -> None:
     check_fingerprint(run_dir, record, source, fingerprint, how)
 
 
+def same_data(run_dir, data) -> bool:
+    """Whether `data` is what the run in `run_dir` was trained on (True when nothing is recorded)."""
+    record = read_run(run_dir)
+    if record is None or record.get("data") is None:
+        return True
+    return record["data"] == data_fingerprint(getattr(data, "source", None)) and \
+        tuple(record.get("image_shape") or ()) in ((), tuple(getattr(data, "image_shape", ()) or ()))
+
+
 def check_fingerprint(run_dir, record: dict, source, fingerprint: dict | None, how: str) -> None:
     recorded = record.get("data")
     if recorded is None or fingerprint is None or recorded == fingerprint:

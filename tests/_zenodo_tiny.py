@@ -15,13 +15,13 @@ from jaxrobust.data import store
 SIZES = {"train": 24, "valid": 9, "test": 12}
 SUBSAMPLE = 6
 SIDE = 32
-# ConvNet, 2 epochs, batch 8, small attack: seconds on a CPU once compiled.
-TRAIN_ARGS = ("train.epochs=2", "train.batch_size=8", "train.eval_batch_size=8", "train.learning_rate=1e-3",
-              "train.data_placement=device", "data.n_attack_subsample=6", "seed=1")
+# ConvNet, 2 epochs, batch 8, small attack and analysis: seconds on a CPU once compiled.
 ATTACK_ARGS = ("attack.n_images=3", "attack.population=8", "attack.max_generations=2",
                "attack.block_generations=1", "attack.images_per_call=2", "attack.evaluator=full")
 ANALYSIS_ARGS = ("analysis.isomap_points=8", "analysis.church_windows=1", "analysis.bootstrap=10",
                  "analysis.animation=False", "analysis.isomap_neighbors=3")
+TRAIN_ARGS = ("train.epochs=2", "train.batch_size=8", "train.eval_batch_size=8", "train.learning_rate=1e-3",
+              "train.data_placement=device", "data.n_attack_subsample=6", "seed=1") + ANALYSIS_ARGS
 
 
 def galaxies(n: int, rng: np.random.Generator, side: int = SIDE) -> tuple[np.ndarray, np.ndarray]:

@@ -98,7 +98,7 @@ def test_kill_between_the_attack_files_is_refused_then_redone(capsys, dataset, t
     assert run_killed("jaxrobust.io", "atomic_write_json", "attack.json", "attack", "--workdir", run,
                       *tiny.ATTACK_ARGS, "attack.max_generations=1") == -signal.SIGKILL
     assert (run / "attack.json").read_bytes() == old_json
-    code, _, err = cli(capsys, "analyze", "--workdir", run, *tiny.ANALYSIS_ARGS[:0])
+    code, _, err = cli(capsys, "analyze", "--workdir", run)
     assert code == 2 and "attack.json" in err and "jaxrobust attack" in err
     assert main(["attack", "--workdir", str(run), *tiny.ATTACK_ARGS]) == 0
     assert not list(run.glob(".attack.*.tmp"))
