@@ -293,11 +293,6 @@ def to_nhwc(images_nchw: np.ndarray, out: np.ndarray | None = None, chunk: int =
     return out
 
 
-def to_nchw(images_nhwc: np.ndarray) -> np.ndarray:
-    """NHWC -> NCHW float32 (for writing the Zenodo layout)."""
-    return np.ascontiguousarray(np.transpose(images_nhwc, (0, 3, 1, 2)), dtype=np.float32)
-
-
 def _read_info(info_path: Path) -> dict:
     """dataset.json contents, {} when absent (the published Zenodo files have none)."""
     if not info_path.exists():
