@@ -10,6 +10,9 @@
 
 Config overrides go after the options as dotted key=value pairs, e.g.
 `jaxrobust train ... train.epochs=5 train.learning_rate=1e-4`.
+
+The package is imported inside the commands, not at the top: `hostmem.keep_freed_memory()` must
+run before JAX starts its threads, and `jaxrobust --help` then answers without loading JAX.
 """
 from __future__ import annotations
 
