@@ -183,7 +183,17 @@ def base_config() -> ml_collections.ConfigDict:
     data.n_spiral = 14312  # unique galaxies per class: paper §2.1
     data.n_elliptical = 8151
     data.n_merger = 2542  # before the x5 augmentation (-> 12,710 merger images)
-    data.label_by = "gini_m20"  # or "intended": skip the G-M20 labeller, keep the drawn class
+    # One continuous generative population labelled afterwards (data/population.py, issue 13), or
+    # "recipes": the three per-class generators with rejection sampling of datasets made before.
+    data.population = "continuous"
+    # "catalogue": G-M20 on a Pan-STARRS-like i-band rendering of the same galaxy, as the paper's TNG
+    # labels (Rodriguez-Gomez et al. 2019; data/catalogue.py); "gini_m20": on our own stamp's
+    # label_band at label_depth; "intended": the drawn class, no labeller.
+    data.label_by = "catalogue"
+    # Magnitudes added to every galaxy in the catalogue rendering only: a config that dims its
+    # galaxies to emulate the archive's noise (configs/quick.py) lets the catalogue see them at the
+    # brightness of the paper's TNG sample (r ~ 14-17.5 at z = 0.05, lsst_simulation.md §6.11).
+    data.catalogue_mag_shift = 0.0
     data.label_band = "i"  # lsst_simulation.md §6.4 recommendation
     data.label_depth = "Y10"  # "Y10", "Y1" or "noiseless"
     data.max_candidates_factor = 4.0  # give up if a class needs more than this x its count

@@ -383,8 +383,9 @@ def test_any_dataset_image_regenerates_alone():
     cache = {}
     for row in range(len(y10)):
         key = (int(meta["intended_class"][row]), int(meta["candidate_index"][row]))
-        if key not in cache:
-            cache[key] = simulate.simulate_candidate(spec, *key)
+        if key not in cache:  # the continuous population has one candidate stream for all classes
+            cache[key] = (simulate.simulate_population_candidate(spec, key[1]) if spec.population == "continuous"
+                          else simulate.simulate_candidate(spec, *key))
         candidate = cache[key]
         assert candidate.seed == meta["seed"][row] and candidate.accepted
         kind = store.AUGMENTATIONS[meta["augmentation"][row]]
@@ -411,3 +412,81 @@ def test_unguarded_scripts_simulate_in_process(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "galaxies 4" in done.stdout
     assert "simulating in this process" in done.stderr
+
+
+# --- The continuous population (data.population="continuous", the default) ---
+TINY_CONTINUOUS = simulate.SimulationSpec(seed=2, counts=(2, 1, 1), population="continuous", label_by="catalogue",
+                                          mag_r_range=(15.0, 18.0), sky_area_per_pixel_arcsec2=1.0)
+
+
+@pytest.fixture(scope="module")
+def continuous_one_worker():
+    return simulate.simulate_galaxies(TINY_CONTINUOUS, workers=1, progress=False)
+
+
+def test_continuous_population_is_bit_identical_for_1_and_2_workers(continuous_one_worker):
+    two_workers = simulate.simulate_galaxies(TINY_CONTINUOUS, workers=2, progress=False)
+    assert len(continuous_one_worker.accepted) == len(two_workers.accepted) == sum(TINY_CONTINUOUS.counts)
+    for a, b in zip(continuous_one_worker.accepted, two_workers.accepted):
+        assert (a.index, a.seed, a.label, a.galaxy) == (b.index, b.seed, b.label, b.galaxy)
+        assert a.y1.tobytes() == b.y1.tobytes() and a.y10.tobytes() == b.y10.tobytes()
+        assert a.catalogue == b.catalogue and a.stamp == b.stamp
+    assert continuous_one_worker.tried == two_workers.tried
+    np.testing.assert_array_equal(continuous_one_worker.label_confusion, two_workers.label_confusion)
+
+
+def test_continuous_quotas_are_filled_by_label_in_index_order(continuous_one_worker):
+    """Recount: candidate k is kept iff its catalogue label's class had fewer than its count among
+    candidates 0..k-1; nothing is rejected for being near a boundary."""
+    result, spec = continuous_one_worker, TINY_CONTINUOUS
+    tried = result.tried["all"]
+    labels = [simulate.simulate_population_candidate(spec, k).catalogue["label"] for k in range(tried)]
+    expected, filled = [], [0, 0, 0]
+    for k, label in enumerate(labels):
+        if label >= 0 and filled[label] < spec.counts[label]:
+            filled[label] += 1
+            expected.append(k)
+    assert sorted(c.index for c in result.accepted) == expected
+    assert filled == list(spec.counts) and expected[-1] == tried - 1  # stops at the last quota
+    for c in result.accepted:  # F, S and the label from the catalogue's (G, M20), spec §4.3
+        f = -0.693 * c.m20 + 4.95 * c.gini - 3.96
+        s = 0.139 * c.m20 + 0.990 * c.gini - 0.327
+        assert (c.bulge, c.merger) == pytest.approx((f, s), abs=1e-9)
+        assert c.label == (simulate.MERGER if s > 0 else simulate.ELLIPTICAL if f > 0 else simulate.SPIRAL)
+        assert c.stamp["label"] == morphology.classify(c.stamp["gini"], c.stamp["m20"])
+        # The stamp's G-M20 is measured on the stored Y10 i band.
+        stats = morphology.measure(c.y10[2].astype(np.float64), math.sqrt(SKY_TABLE["Y10"][2] / 0.04))
+        assert stats["gini"] == pytest.approx(c.stamp["gini"], abs=1e-5)
+    columns = [label if label >= 0 else 3 for label in labels]
+    assert result.label_confusion.sum(axis=0).tolist() == np.bincount(columns, minlength=4).tolist()
+
+
+@pytest.mark.parametrize("key, value, valid", [("population", "disjoint", ("continuous", "recipes")),
+                                              ("label_by", "statmorph", ("catalogue", "gini_m20", "intended"))])
+def test_unknown_population_or_labeller_lists_the_valid_ones(key, value, valid):
+    from jaxrobust.config import load_config
+
+    with pytest.raises(ValueError) as error:
+        simulate.SimulationSpec.from_config(load_config("quick", [f"data.{key}={value}"]))
+    message = str(error.value)
+    assert f"data.{key}" in message and value in message
+    assert all(name in message for name in valid)
+
+
+def test_dataset_metadata_holds_both_measurements():
+    """The tiny dataset (quick config: continuous, catalogue labels) stores the catalogue's and the
+    stamp's G, M20, F, S and labels, and dataset.json their agreement, recounted here."""
+    folder, info = _tiny_dataset.tiny_dataset()
+    cat, stamp = [], []
+    for split in ("train", "valid", "test"):
+        with np.load(folder / f"metadata_{split}.npz") as meta:
+            keep = meta["augmentation"] == 0
+            for source in ("catalogue", "stamp"):
+                f = -0.693 * meta[f"{source}_m20"] + 4.95 * meta[f"{source}_gini"] - 3.96
+                np.testing.assert_allclose(meta[f"{source}_F"], f, atol=1e-9)
+            np.testing.assert_array_equal(meta["gini"], meta["catalogue_gini"])  # labelled by the catalogue
+            cat.append(meta["catalogue_label"][keep])
+            stamp.append(meta["stamp_label"][keep])
+    cat, stamp = np.concatenate(cat), np.concatenate(stamp)
+    assert info["population"] == "continuous" and info["label_by"] == "catalogue"
+    assert info["label_agreement"]["fraction"] == pytest.approx((cat == stamp).mean(), abs=1e-4)

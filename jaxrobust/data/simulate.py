@@ -22,7 +22,7 @@ import galsim
 import numpy as np
 
 from jaxrobust import io
-from jaxrobust.data import morphology
+from jaxrobust.data import catalogue, morphology, population
 from jaxrobust.progress import progress_bar
 
 # --- Survey constants (§1a-§1c), band order (g, r, i) ---
@@ -88,6 +88,14 @@ def band_psf(band_index: int, gsparams: galsim.GSParams | None = None) -> galsim
 
 
 # --- Simulation settings ---
+# "continuous": one generative population (jaxrobust.data.population), classes filled by label;
+# "recipes": the three per-class generators below with rejection sampling (datasets before issue 13).
+POPULATIONS = ("continuous", "recipes")
+# "catalogue": G-M20 on a Pan-STARRS-like rendering (jaxrobust.data.catalogue, as the paper's TNG
+# labels); "gini_m20": G-M20 on the label band/depth of our own LSST stamp; "intended": the drawn class.
+LABELLERS = ("catalogue", "gini_m20", "intended")
+
+
 @dataclasses.dataclass(frozen=True)
 class SimulationSpec:
     """What to simulate; a picklable view of `config.data` (see jaxrobust.config.base_config)."""
@@ -96,7 +104,11 @@ class SimulationSpec:
     counts: tuple[int, int, int] = (14312, 8151, 2542)  # unique (spiral, elliptical, merger)
     mag_r_range: tuple[float, float] = (14.0, 17.5)
     sky_area_per_pixel_arcsec2: float = 0.04
+    # The dataclass defaults are the legacy recipes (old datasets, the recipe tests);
+    # base_config's data section holds the new defaults ("continuous", "catalogue").
+    population: str = "recipes"
     label_by: str = "gini_m20"
+    catalogue_mag_shift: float = 0.0  # magnitudes added to every galaxy in the catalogue rendering
     label_band: str = "i"
     label_depth: str = "Y10"
     max_candidates_factor: float = 4.0
@@ -111,7 +123,9 @@ class SimulationSpec:
             counts=(int(data.n_spiral), int(data.n_elliptical), int(data.n_merger)),
             mag_r_range=tuple(float(m) for m in data.mag_r_range),
             sky_area_per_pixel_arcsec2=float(data.sky_area_per_pixel_arcsec2),
+            population=data.population,
             label_by=data.label_by,
+            catalogue_mag_shift=float(data.catalogue_mag_shift),
             label_band=data.label_band,
             label_depth=data.label_depth,
             max_candidates_factor=float(data.max_candidates_factor),
@@ -122,8 +136,10 @@ class SimulationSpec:
         return spec
 
     def validate(self) -> None:
-        if self.label_by not in ("gini_m20", "intended"):
-            raise ValueError(f"data.label_by must be 'gini_m20' or 'intended', got {self.label_by!r}")
+        if self.population not in POPULATIONS:
+            raise ValueError(f"data.population must be one of {POPULATIONS}, got {self.population!r}")
+        if self.label_by not in LABELLERS:
+            raise ValueError(f"data.label_by must be one of {LABELLERS}, got {self.label_by!r}")
         if self.label_band not in BANDS:
             raise ValueError(f"data.label_band must be one of {BANDS}, got {self.label_band!r}")
         if self.label_depth not in ("Y1", "Y10", "noiseless"):
@@ -278,9 +294,14 @@ def _component_profile(comp: dict, gsparams: galsim.GSParams) -> galsim.GSObject
 
 
 def draw_expected(galaxy: dict, spec: SimulationSpec, bands=(0, 1, 2),
-                  psfs: dict | None = None) -> np.ndarray:
-    """Noiseless one-year images (len(bands), 100, 100), float64 e-/pixel, PSF and pixel included."""
+                  psfs: dict | None = None, components: list | None = None) -> np.ndarray:
+    """Noiseless one-year images (len(bands), 100, 100), float64 e-/pixel, PSF and pixel included.
+
+    `components`: population.galaxy_components of a continuous-population galaxy, if built already.
+    """
     gsparams = spec.gsparams
+    if galaxy.get("population") == "continuous":
+        return _draw_expected_continuous(galaxy, spec, bands, psfs, components)
     profiles = [_component_profile(c, gsparams) for c in galaxy["components"]]
     one_year = exposure_s("Y1")
     out = np.empty((len(bands), STAMP_PIXELS, STAMP_PIXELS))
@@ -295,6 +316,29 @@ def draw_expected(galaxy: dict, spec: SimulationSpec, bands=(0, 1, 2),
             nx=STAMP_PIXELS, ny=STAMP_PIXELS, scale=PIXEL_SCALE_ARCSEC, dtype=np.float64)
         out[slot] = image.array
     return out
+
+
+def _draw_expected_continuous(galaxy: dict, spec: SimulationSpec, bands, psfs, components) -> np.ndarray:
+    """draw_expected for a jaxrobust.data.population galaxy (profiles in zero-point flux units)."""
+    gsparams = spec.gsparams
+    profiles = population.band_profiles(galaxy, gsparams, bands, components)
+    # AB magnitude 0 in e- for one year: t ZP24 10^(0.4 x 24) (§2b.1)
+    zero_point_e = flux_electrons(np.zeros(3), exposure_s("Y1"))
+    out = np.empty((len(bands), STAMP_PIXELS, STAMP_PIXELS))
+    for slot, (b, profile) in enumerate(zip(bands, profiles)):
+        psf = psfs[b] if psfs is not None else band_psf(b, gsparams)
+        out[slot] = galsim.Convolve(profile.withScaledFlux(zero_point_e[b]), psf, gsparams=gsparams).drawImage(
+            nx=STAMP_PIXELS, ny=STAMP_PIXELS, scale=PIXEL_SCALE_ARCSEC, dtype=np.float64).array
+    return out
+
+
+def recipe_band_profile(galaxy: dict, band_index: int, gsparams: galsim.GSParams) -> galsim.GSObject:
+    """A recipe galaxy's profile in one band, flux in AB zero-point units (for the catalogue)."""
+    fluxes = [10.0 ** (-0.4 * band_magnitudes(galaxy["mag_r"] - 2.5 * math.log10(c["frac"]), c["sed"])[band_index])
+              for c in galaxy["components"]]
+    profile = galsim.Add([_component_profile(c, gsparams).withFlux(f) for c, f in zip(galaxy["components"], fluxes)],
+                         gsparams=gsparams)
+    return profile.shift(*galaxy["jitter_arcsec"])
 
 
 def add_noise(expected_e: np.ndarray, sky_e: float, rng: np.random.Generator) -> np.ndarray:
@@ -335,6 +379,11 @@ class Candidate:
     y1: np.ndarray | None = None  # (3, 100, 100) float32 e-
     y10: np.ndarray | None = None
     gm20_label: int = -1  # what the G-M20 labeller said (-1: undetected), whatever label_by is
+    # G, M20, F, S and label measured on the catalogue rendering and on the label band of our
+    # stamp (label_depth, Y10 by default); empty when not measured (the catalogue for recipes
+    # labelled otherwise; the stamp for candidates rejected before their stamp was drawn).
+    catalogue: dict = dataclasses.field(default_factory=dict)
+    stamp: dict = dataclasses.field(default_factory=dict)
 
 
 _PSF_CACHE: dict = {}
@@ -345,6 +394,21 @@ def _psfs(spec: SimulationSpec) -> dict:
     if key not in _PSF_CACHE:
         _PSF_CACHE[key] = {b: band_psf(b, spec.gsparams) for b in range(3)}
     return _PSF_CACHE[key]
+
+
+def _catalogue_psf(spec: SimulationSpec):
+    key = ("catalogue", spec.folding_threshold, spec.maxk_threshold)
+    if key not in _PSF_CACHE:
+        _PSF_CACHE[key] = catalogue.psf(spec.gsparams)
+    return _PSF_CACHE[key]
+
+
+def _measure_or_nan(image: np.ndarray, sky_sigma: float) -> dict:
+    """morphology.measure, or NaN statistics and label -1 when nothing is detected."""
+    try:
+        return morphology.measure(image, sky_sigma)
+    except ValueError:  # nothing detected: a useless stamp either way
+        return dict(gini=math.nan, m20=math.nan, F=math.nan, S=math.nan, label=-1)
 
 
 def label_image(expected_band_y1: np.ndarray, seed: int, band: int, spec: SimulationSpec):
@@ -358,22 +422,26 @@ def label_image(expected_band_y1: np.ndarray, seed: int, band: int, spec: Simula
 
 
 def simulate_candidate(spec: SimulationSpec, intended_class: int, index: int) -> Candidate:
-    """Draws candidate `index` of a class, labels it by G-M20 and, if kept, observes it twice."""
+    """Draws recipe candidate `index` of a class, labels it by G-M20 and, if kept, observes it twice."""
     seed = candidate_seed(spec.seed, intended_class, index)
     galaxy = draw_galaxy(np.random.default_rng(seed), intended_class, spec)
     psfs = _psfs(spec)
     band = BANDS.index(spec.label_band)
     expected_label_band = draw_expected(galaxy, spec, bands=(band,), psfs=psfs)[0]
     image, sky_sigma = label_image(expected_label_band, seed, band, spec)
-    try:
-        stats = morphology.measure(image, sky_sigma)
-    except ValueError:  # nothing detected: a useless stamp either way
-        stats = dict(gini=math.nan, m20=math.nan, F=math.nan, S=math.nan, label=-1)
+    stats = _measure_or_nan(image, sky_sigma)
+    stamp = stats
+    cat = {}
+    if spec.label_by == "catalogue":  # the same galaxy as the Pan-STARRS-like catalogue saw it
+        profile = recipe_band_profile(galaxy, catalogue.LABEL_BAND, spec.gsparams)
+        cat = catalogue.label_profile(profile.withScaledFlux(10.0 ** (-0.4 * spec.catalogue_mag_shift)),
+                                      seed, spec.gsparams, _catalogue_psf(spec))
+        stats = cat
     label = intended_class if spec.label_by == "intended" else int(stats["label"])
     accepted = label == intended_class and np.isfinite(stats["gini"])
     candidate = Candidate(intended_class, index, seed, label, float(stats["gini"]), float(stats["m20"]),
                           float(stats["F"]), float(stats["S"]), galaxy, bool(accepted),
-                          gm20_label=int(stats["label"]))
+                          gm20_label=int(stamp["label"]), catalogue=cat, stamp=stamp)
     if accepted:
         expected = draw_expected(galaxy, spec, psfs=psfs)
         candidate.y1 = observe(expected, seed, "Y1", spec).astype(np.float32)
@@ -383,6 +451,112 @@ def simulate_candidate(spec: SimulationSpec, intended_class: int, index: int) ->
 
 def _simulate_task(args) -> Candidate:
     return simulate_candidate(*args)
+
+
+# --- The continuous population: one stream of candidates, classes filled by label ---
+def population_seed(run_seed: int, index: int) -> int:
+    """The seed of candidate `index` of the continuous population (stream 3: apart from the
+    recipes' per-class streams 0-2)."""
+    return int(np.random.SeedSequence([run_seed, 3, index]).generate_state(1)[0])
+
+
+def simulate_population_candidate(spec: SimulationSpec, index: int, open_classes=(0, 1, 2)) -> Candidate:
+    """Draws candidate `index` of the continuous population and labels it; draws and observes its
+    stamps when its label is one of `open_classes` (the classes still short of their count).
+
+    The catalogue's G-M20 is always measured (metadata); the stamp's (label band at label
+    depth, by default the Y10 i band the network sees) whenever the stamp is drawn.
+    """
+    seed = population_seed(spec.seed, index)
+    galaxy = population.draw_galaxy(np.random.default_rng(seed), spec.mag_r_range, PIXEL_SCALE_ARCSEC)
+    intended = population.intended_class(galaxy)
+    components = population.galaxy_components(galaxy, spec.gsparams)
+    cat_profile = population.band_profiles(galaxy, spec.gsparams, (catalogue.LABEL_BAND,), components)[0]
+    cat = catalogue.label_profile(cat_profile.withScaledFlux(10.0 ** (-0.4 * spec.catalogue_mag_shift)),
+                                  seed, spec.gsparams, _catalogue_psf(spec))
+    candidate = Candidate(intended, index, seed, -1, math.nan, math.nan, math.nan, math.nan, galaxy, False,
+                          catalogue=cat)
+    if spec.label_by != "gini_m20":
+        label = int(cat["label"]) if spec.label_by == "catalogue" else intended
+        if label not in open_classes:
+            candidate.label = label
+            return candidate
+    psfs = _psfs(spec)
+    expected = draw_expected(galaxy, spec, psfs=psfs, components=components)
+    band = BANDS.index(spec.label_band)
+    stamp = _measure_or_nan(*label_image(expected[band], seed, band, spec))
+    chosen = dict(catalogue=cat, gini_m20=stamp).get(spec.label_by, stamp)  # intended: the stamp's G-M20
+    candidate.label = dict(catalogue=int(cat["label"]), gini_m20=int(stamp["label"])).get(spec.label_by, intended)
+    candidate.gini, candidate.m20 = float(chosen["gini"]), float(chosen["m20"])
+    candidate.bulge, candidate.merger = float(chosen["F"]), float(chosen["S"])
+    candidate.stamp, candidate.gm20_label = stamp, int(stamp["label"])
+    candidate.accepted = candidate.label in open_classes and (spec.label_by == "intended" or np.isfinite(candidate.gini))
+    if candidate.accepted:
+        candidate.y1 = observe(expected, seed, "Y1", spec).astype(np.float32)
+        candidate.y10 = observe(expected, seed, "Y10", spec).astype(np.float32)
+    return candidate
+
+
+def _population_task(args) -> Candidate:
+    return simulate_population_candidate(*args)
+
+
+def _population_batch_size(spec: SimulationSpec, kept: list, tried: int, seen: np.ndarray, limit: int) -> int:
+    """Candidates for the next batch: enough for the class slowest to fill at the label
+    fractions seen so far (+10 %), at least 2, at most what `limit` leaves."""
+    fractions = (seen + 1.0) / (seen.sum() + 3.0)
+    need = max(math.ceil(1.1 * (spec.counts[c] - len(kept[c])) / max(fractions[c], 0.02))
+               for c in range(3) if len(kept[c]) < spec.counts[c])
+    return max(0, min(need + 2, limit - tried))
+
+
+def _simulate_population(spec: SimulationSpec, workers: int, progress: bool) -> "SimulationResult":
+    """simulate_galaxies for the continuous population: candidates in index order, each kept when
+    its label's class is still short of its count (never rejected for being ambiguous)."""
+    start = time.perf_counter()
+    kept: list[list[Candidate]] = [[], [], []]
+    tried, next_index = 0, 0
+    seen = np.zeros(3)  # labels of the candidates used so far (for the batch size)
+    confusion = np.zeros((3, 4), dtype=np.int64)
+    limit = int(math.ceil(sum(spec.counts) * spec.max_candidates_factor))
+    bar = progress_bar(total=sum(spec.counts), desc="simulate", unit="gal", disable=not progress)
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        while any(len(kept[c]) < spec.counts[c] for c in range(3)):
+            size = _population_batch_size(spec, kept, next_index, seen, limit)
+            if size == 0:
+                break
+            open_classes = tuple(c for c in range(3) if len(kept[c]) < spec.counts[c])
+            tasks = [(spec, k, open_classes) for k in range(next_index, next_index + size)]
+            next_index += size
+            results = pool.imap(_population_task, tasks, chunksize=1) if pool else map(_population_task, tasks)
+            for candidate in results:
+                if all(len(kept[c]) == spec.counts[c] for c in range(3)):
+                    continue  # look-ahead beyond the counts: computed, not used
+                tried += 1
+                confusion[candidate.intended_class, candidate.label] += 1  # -1 (undetected) -> last column
+                if candidate.label >= 0:
+                    seen[candidate.label] += 1
+                if candidate.label >= 0 and len(kept[candidate.label]) < spec.counts[candidate.label]:
+                    if candidate.accepted:
+                        kept[candidate.label].append(candidate)
+                        bar.update(1)
+                        bar.set_postfix(tried=tried)
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+    for cls, name in enumerate(CLASS_NAMES):
+        if len(kept[cls]) < spec.counts[cls]:
+            raise RuntimeError(
+                f"only {len(kept[cls])} of {spec.counts[cls]} {name} galaxies among {tried} candidates of the "
+                f"continuous population (data.max_candidates_factor={spec.max_candidates_factor}); raise the "
+                "factor or lower the count")
+    by_label = np.array([len(k) for k in kept])
+    spare = {name: int(confusion[:, c].sum() - by_label[c]) for c, name in enumerate(CLASS_NAMES)}
+    return SimulationResult([c for cls_kept in kept for c in cls_kept], dict(all=tried),
+                            {name: spare[name] / max(tried, 1) for name in CLASS_NAMES}, confusion,
+                            time.perf_counter() - start)
 
 
 # --- Many candidates: rejection sampling to the class counts, in parallel ---
@@ -439,6 +613,8 @@ def simulate_galaxies(spec: SimulationSpec, workers: int = 0, progress: bool = T
         print("jaxrobust: simulating in this process: worker processes re-run the calling script, "
               "which has no `if __name__ == \"__main__\":` guard", file=sys.stderr)
         workers = 1
+    if spec.population == "continuous":
+        return _simulate_population(spec, workers, progress)
     start = time.perf_counter()
     kept: list[list[Candidate]] = [[], [], []]
     next_index, tried = [0, 0, 0], [0, 0, 0]
@@ -516,6 +692,28 @@ def _check_split_sizes(config) -> None:
                          f"{', '.join(empty)} (sizes {sizes}); raise the counts")
 
 
+def _measurement_fields(galaxies: list[Candidate]) -> dict[str, np.ndarray]:
+    """catalogue_* and stamp_* (gini, m20, F, S, label) per galaxy; NaN and -1 where not measured."""
+    fields = {}
+    for source in ("catalogue", "stamp"):
+        for key in ("gini", "m20", "F", "S"):
+            fields[f"{source}_{key}"] = np.array([getattr(g, source).get(key, math.nan) for g in galaxies], dtype=np.float64)
+        fields[f"{source}_label"] = np.array([getattr(g, source).get("label", -1) for g in galaxies], dtype=np.int64)
+    return fields
+
+
+def label_agreement(catalogue_label: np.ndarray, stamp_label: np.ndarray) -> dict:
+    """How often the catalogue's and our stamp's G-M20 labels agree (the label noise the network
+    faces), over the galaxies with both measured; confusion rows catalogue, columns stamp."""
+    both = (np.asarray(catalogue_label) >= 0) & (np.asarray(stamp_label) >= 0)
+    confusion = np.zeros((3, 3), dtype=np.int64)
+    np.add.at(confusion, (np.asarray(catalogue_label)[both], np.asarray(stamp_label)[both]), 1)
+    n = int(both.sum())
+    return dict(galaxies=n, fraction=round(float(np.trace(confusion) / n), 4) if n else None,
+                rows="catalogue label", columns="Y10-stamp label (label_band at label_depth)",
+                counts=confusion.tolist())
+
+
 def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool = True) -> dict:
     """Simulates the dataset of `config.data` into `out_dir` (Zenodo layout + metadata).
 
@@ -544,6 +742,7 @@ def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool
                   # with intended_class: simulate_candidate(spec, cls, index) regenerates the galaxy
                   candidate_index=np.array([g.index for g in galaxies], dtype=np.int64),
                   mag_r=np.array([g.galaxy["mag_r"] for g in galaxies]))
+    fields.update(_measurement_fields(galaxies))
     counts = {}
     for split, (galaxy_index, kind) in plan.items():
         y10 = np.stack([store.augment(galaxies[i].y10, store.AUGMENTATIONS[k]) for i, k in zip(galaxy_index, kind)])
@@ -564,8 +763,12 @@ def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool
         unique_galaxies=dict(zip(CLASS_NAMES, map(int, np.bincount(labels, minlength=3)))),
         images_per_split=counts, candidates_tried=result.tried, rejection_rate=result.rejection_rate,
         label_confusion=dict(rows="intended class (spiral, elliptical, merger)",
-                             columns="G-M20 label (spiral, elliptical, merger, undetected)",
+                             columns=f"{spec.label_by} label (spiral, elliptical, merger, undetected)"
+                             if spec.population == "continuous" else
+                             "G-M20 label (spiral, elliptical, merger, undetected)",
                              counts=result.label_confusion.tolist()),
+        population=spec.population, label_by=spec.label_by,
+        label_agreement=label_agreement(fields["catalogue_label"], fields["stamp_label"]),
         sky_electrons_per_pixel={d: dict(zip(BANDS, sky_electrons_per_pixel(d, spec.sky_area_per_pixel_arcsec2).round(1).tolist()))
                                  for d in DEPTH_YEARS},
         simulation_seconds=round(result.seconds, 2), workers=workers or config.data.workers or os.cpu_count(),
