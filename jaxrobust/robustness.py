@@ -25,12 +25,16 @@ pixel chosen as the fittest of 400 (often extreme) candidates. Three measures th
 from __future__ import annotations
 
 import functools
+import json
 import math
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxrobust import attack as attack_lib
+from jaxrobust import checkpoint, io
 
 Z_95 = 1.959963984540054  # standard normal 97.5 % quantile: two-sided 95 % pointwise band
 BISECTION_STEPS = 20  # amplitude resolution 2^-20 ~ 1e-6, far below a colour quantum of 1/255
@@ -299,10 +303,6 @@ def robustness_run(run_dir, data, config=None, log=print) -> dict:
     Needs the clean Y10 images of the attack subsample (the winning pixel's clean colour is not
     stored in attack.npz), taken from `data` exactly as the attack took them.
     """
-    from jaxrobust import attack as attack_lib
-    from jaxrobust import checkpoint
-    from jaxrobust import io
-
     run_dir = Path(run_dir)
     model, variables, run_config = checkpoint.load_variables(run_dir)
     config = config or run_config
@@ -338,8 +338,6 @@ def is_current(run_dir) -> bool:
 
 def load_summary(run_dir) -> dict | None:
     """robustness.json of a run, or None when the run has none yet."""
-    import json
-
     path = Path(run_dir) / "robustness.json"
     return json.loads(path.read_text()) if path.exists() else None
 
