@@ -131,3 +131,19 @@ def test_json_round_trip_keeps_tuples():
     back = cfg.from_json(cfg.to_json(config))
     assert back.data.split_fractions == (0.5, 0.25, 0.25) and isinstance(back.data.split_fractions, tuple)
     assert back.to_dict() == config.to_dict()
+
+
+def test_run_config_round_trip_and_missing_folder(tmp_path):
+    config = load_config("quick", ["train.epochs=4", "attack.population=40"])
+    (tmp_path / cfg.RUN_CONFIG_FILE).write_text(cfg.to_json(config))
+    back = cfg.read_run_config(tmp_path)
+    assert back.to_dict() == config.to_dict()
+    # training_settings: JSON values of what determines a trained model (not attack or analysis)
+    settings = cfg.training_settings(back)
+    assert {"data", "preprocess", "model", "train", "seed"} <= set(settings)
+    assert not {"attack", "analysis"} & set(settings)
+    assert settings["train"]["epochs"] == 4 and settings["data"]["split_fractions"] == [0.7, 0.1, 0.2]
+    assert settings == cfg.training_settings(cfg.copy_with(config, {"attack.population": 400}))
+    assert settings != cfg.training_settings(cfg.copy_with(config, {"train.epochs": 5}))
+    with pytest.raises(FileNotFoundError, match="no config.json.*jaxrobust train"):
+        cfg.read_run_config(tmp_path / "elsewhere")
