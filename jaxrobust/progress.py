@@ -19,11 +19,15 @@ INTERVAL_S = 20.0  # seconds between plain progress lines (issue 12 asks for one
 
 
 class PlainProgress:
-    """tqdm's counting interface, printed as `desc: n/total unit (pct), rate, elapsed, postfix` lines."""
+    """tqdm's counting interface, printed as `desc: n/total unit (pct), rate, elapsed, postfix` lines.
+
+    A line every `interval_s` seconds of updates, and one at close when `leave` (as tqdm's `leave`:
+    a bar that would vanish from the terminal, such as an epoch's, leaves no final line either).
+    """
 
     def __init__(self, total: int | None = None, desc: str = "", unit: str = "it", disable: bool = False,
-                 interval_s: float = INTERVAL_S, file=None, clock=time.monotonic):
-        self.total, self.desc, self.unit, self.disable = total, desc, unit, disable
+                 leave: bool = True, interval_s: float = INTERVAL_S, file=None, clock=time.monotonic):
+        self.total, self.desc, self.unit, self.disable, self.leave = total, desc, unit, disable, leave
         self.interval_s, self.file, self.clock = interval_s, file, clock
         self.n, self.postfix = 0, {}
         self.start = self.last_print = clock()
@@ -38,7 +42,7 @@ class PlainProgress:
         self.postfix = dict(ordered_dict or {}, **kwargs)
 
     def close(self) -> None:
-        if not self.closed and not self.disable and self.n:
+        if not self.closed and not self.disable and self.leave and self.n:
             self._print()
         self.closed = True
 
@@ -77,4 +81,4 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", dis
     """A tqdm bar when watched (see `watched`), else a PlainProgress printing every INTERVAL_S."""
     if watched():
         return auto_tqdm(total=total, desc=desc, unit=unit, disable=disable, leave=leave)
-    return PlainProgress(total=total, desc=desc, unit=unit, disable=disable)
+    return PlainProgress(total=total, desc=desc, unit=unit, disable=disable, leave=leave)

@@ -42,6 +42,12 @@ def test_disabled_or_empty_progress_prints_nothing():
         bar.update(5)
     progress.PlainProgress(total=5, file=out, clock=clock).close()
     assert out.getvalue() == ""
+    bar = progress.PlainProgress(total=5, leave=False, interval_s=20.0, file=out, clock=clock)
+    clock.now += 30.0
+    bar.update(2)  # past the interval: one line
+    bar.update(3)
+    bar.close()  # leave=False: no final line
+    assert out.getvalue().splitlines() == ["2/5 it (40 %), 0.0667 it/s, 30 s"]
 
 
 class _Stream:
