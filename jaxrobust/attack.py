@@ -29,12 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust import io, parallel
+from jaxrobust import incremental, io, parallel
+from jaxrobust.candidates import NUM_GENES, decode, perturb
 from jaxrobust.data import store
 from jaxrobust.predict import make_predict, probabilities
 from jaxrobust.progress import progress_bar
-
-NUM_GENES = 5  # (row, col, g, r, i)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +48,7 @@ class AttackSpec:
     untargeted_threshold: float = 0.05  # untargeted success: p(true) < threshold
     block_generations: int = 8  # generations per jitted call between refills
     tasks_per_call: int = 16  # attack tasks resident on the device at once
-    chunk_candidates: int = 0  # candidates per forward chunk; 0 = by backend (CPU 100, else 4096)
+    chunk_candidates: int = 0  # candidates per forward chunk; 0 = the evaluator's measured default
 
     @classmethod
     def from_config(cls, config) -> "AttackSpec":
@@ -64,20 +63,6 @@ class AttackSpec:
         if self.max_generations < 0 or self.block_generations < 1 or self.tasks_per_call < 1:
             raise ValueError("attack.max_generations >= 0, attack.block_generations >= 1 and "
                              "attack.images_per_call >= 1 are required")
-
-    def chunk(self, evaluator: str = "full") -> int:
-        """Candidates per forward chunk: the configured value, or a default measured per backend.
-
-        On a CPU the full forward runs fastest when a chunk's feature maps stay in cache
-        (~64 images); the incremental evaluator's per-candidate state is small (400). On an
-        accelerator larger chunks fill the device.
-        """
-        if self.chunk_candidates > 0:
-            return self.chunk_candidates
-        cpu = jax.default_backend() == "cpu"
-        if evaluator == "incremental":
-            return 400 if cpu else 16384
-        return 64 if cpu else 4096
 
 
 # --- DE on one task (vmapped over tasks) ---
@@ -111,97 +96,11 @@ def mutate(key: jax.Array, genes: jax.Array, differential_weight: float) -> jax.
     return jnp.where(out_of_bounds, jax.random.uniform(k_resample, child.shape), child)
 
 
-def decode(genes: jax.Array, height: int, width: int):
-    """genes (..., 5) -> (row (...,) int32, col (...,) int32, rgb (..., 3) in [0, 1])."""
-    row = jnp.clip(jnp.round(genes[..., 0] * height), 0, height - 1).astype(jnp.int32)
-    col = jnp.clip(jnp.round(genes[..., 1] * width), 0, width - 1).astype(jnp.int32)
-    return row, col, jnp.clip(genes[..., 2:5], 0.0, 1.0)
-
-
-def perturb(images: jax.Array, genes: jax.Array) -> jax.Array:
-    """Sets one pixel per image: images (B, H, W, C), genes (B, 5) -> (B, H, W, C).
-
-    A dense select against a one-hot spatial mask rather than a scatter: it fuses into the
-    consumer and vectorises under vmap.
-    """
-    _, h, w, _ = images.shape
-    row, col, rgb = decode(genes, h, w)
-    hit = (jnp.arange(h)[None, :, None] == row[:, None, None]) & (jnp.arange(w)[None, None, :] == col[:, None, None])
-    return jnp.where(hit[..., None], rgb[:, None, None, :], images)
-
-
 def success(fitness: jax.Array, targeted: bool, spec: AttackSpec) -> jax.Array:
     """Per task: does the best member meet the paper's threshold? fitness (..., P) -> (...)."""
     if targeted:
         return jnp.max(fitness, axis=-1) > spec.target_threshold
     return jnp.min(fitness, axis=-1) < spec.untargeted_threshold
-
-
-# --- Evaluators: the probabilities of every candidate of every active task ---
-UNROLL_MAX_CHUNKS = 32  # above this many chunks per call, loop instead of unrolling
-
-
-def chunked_scores(score_chunk: Callable, genes: jax.Array, active: jax.Array, chunk: int,
-                   n_classes: int) -> jax.Array:
-    """Probabilities of every candidate of the active tasks, `chunk` candidates at a time.
-
-    `score_chunk(task (chunk,), genes (chunk, 5)) -> probabilities (chunk, n_classes)`. Tasks
-    are ordered active-first, so only the first ceil(active x P / chunk) chunks hold work:
-    finished tasks cost nothing and one compiled program serves any number of active tasks.
-    Up to UNROLL_MAX_CHUNKS chunks are unrolled, each behind a `lax.cond` that skips empty
-    ones (XLA:CPU runs gather-heavy code 2-3x slower inside a while loop); more chunks use a
-    loop with a data-dependent trip count. Inactive tasks get zeros.
-    """
-    tasks, population = genes.shape[:2]
-    order = jnp.argsort(~active, stable=True)  # active tasks first
-    total = parallel.round_up(tasks * population, chunk)
-    pad = total - tasks * population
-    flat_genes = jnp.pad(genes[order].reshape(-1, NUM_GENES), ((0, pad), (0, 0)))
-    flat_task = jnp.pad(jnp.repeat(order, population), (0, pad))
-    n_work = jnp.sum(active) * population
-    n_chunks = total // chunk
-
-    def run(start):
-        probs = score_chunk(jax.lax.dynamic_slice_in_dim(flat_task, start, chunk),
-                            jax.lax.dynamic_slice_in_dim(flat_genes, start, chunk))
-        return probs.astype(jnp.float32)
-
-    if n_chunks <= UNROLL_MAX_CHUNKS:
-        empty = jnp.zeros((chunk, n_classes), jnp.float32)
-        out = jnp.concatenate([jax.lax.cond(i * chunk < n_work, run, lambda _: empty, i * chunk)
-                               for i in range(n_chunks)])
-    else:
-        def body(i, out):
-            return jax.lax.dynamic_update_slice_in_dim(out, run(i * chunk), i * chunk, axis=0)
-
-        out = jax.lax.fori_loop(0, (n_work + chunk - 1) // chunk, body, jnp.zeros((total, n_classes), jnp.float32))
-    per_task = out[:tasks * population].reshape(tasks, population, n_classes)
-    per_task = jnp.zeros_like(per_task).at[order].set(per_task)
-    return jnp.where(active[:, None, None], per_task, 0.0)  # the last chunk may spill into inactive ones
-
-
-class FullEvaluator:
-    """Scores candidates by a full forward pass of the perturbed images.
-
-    `logits_fn` maps (B, H, W, C) stretched images to (B, classes) logits (the model in eval
-    mode). The cache of a task is its clean image.
-    """
-
-    name = "full"
-
-    def __init__(self, logits_fn: Callable, chunk: int):
-        self.logits_fn, self.chunk = logits_fn, int(chunk)
-
-    def prepare(self, images: jax.Array):
-        return images
-
-    def probabilities(self, cache: jax.Array, genes: jax.Array, active: jax.Array) -> jax.Array:
-        """cache (T, H, W, C) clean images, genes (T, P, 5), active (T,) -> (T, P, classes)."""
-        def score(task, g):
-            return jax.nn.softmax(self.logits_fn(perturb(cache[task], g)).astype(jnp.float32), axis=-1)
-
-        n_classes = jax.eval_shape(self.logits_fn, cache[:1]).shape[-1]
-        return chunked_scores(score, genes, active, self.chunk, n_classes)
 
 
 # --- Device state of the resident tasks ---
@@ -268,6 +167,26 @@ class AttackResult(NamedTuple):
     fitness: np.ndarray  # (N,) float32
 
 
+def run_attack_split(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: np.ndarray,
+                     key: jax.Array, spec: AttackSpec, targeted: bool, mesh=None,
+                     progress: bool = True) -> AttackResult:
+    """`run_attack` with the tasks split over the processes of a multi-process run.
+
+    Each process runs every process_count()-th task (parallel.task_share) on its own devices
+    (`mesh`: default parallel.local_mesh()), then all gather every result: each task keeps its
+    own PRNG stream, so the results equal a single-process run's. One process: run_attack.
+    """
+    share = parallel.task_share(len(images))
+    mesh = mesh or parallel.local_mesh()
+    if len(share):
+        local = run_attack(evaluator, images[share], np.asarray(objective)[share], np.asarray(task_ids)[share],
+                           key, spec, targeted, mesh=mesh, progress=progress and parallel.is_main_process())
+    else:  # fewer tasks than processes: this one has none, but joins the gather
+        local = AttackResult(np.zeros(0, bool), np.zeros(0, np.int32), np.zeros((0, NUM_GENES), np.float32),
+                             np.zeros(0, np.float32))
+    return AttackResult(*parallel.gather_tasks(tuple(local), len(images)))
+
+
 def _compile(evaluator, spec: AttackSpec, targeted: bool, mesh):
     """Jitted init and block functions, cached on the evaluator (one trace per slot count).
 
@@ -293,7 +212,8 @@ def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: n
     """Runs one DE per task: image `images[i]` towards (or away from) class `objective[i]`.
 
     Args:
-      evaluator: e.g. FullEvaluator(logits_fn, chunk).
+      evaluator: a candidates.CandidateEvaluator, e.g. candidates.FullEvaluator(logits_fn, chunk)
+        or incremental.make_evaluator(name, model, variables).
       images: (N, H, W, C) stretched clean images (host or device).
       objective: (N,) target class (targeted) or true class (untargeted).
       task_ids: (N,) integers naming each task's PRNG stream: fold_in(key, task_id).
@@ -358,43 +278,6 @@ def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: n
     return result
 
 
-# --- Models as logits functions ---
-def logits_function(model, variables) -> Callable:
-    """(B, H, W, C) -> (B, classes) logits of a trained model in eval mode.
-
-    The ConvNet runs with BatchNorm folded into its convolutions (models/folded.py): same
-    function, one pass less over each feature map.
-    """
-    from jaxrobust.models import ConvNet
-    from jaxrobust.models import folded as folded_lib
-
-    if isinstance(model, ConvNet):
-        folded = folded_lib.fold_convnet(variables)
-        return lambda x: folded_lib.convnet_logits(folded, x)
-    return lambda x: model.apply(variables, x, train=False)[1]
-
-
-def _evaluator_kind(name: str, model) -> str:
-    """Which chunk default applies: "incremental" (small per-candidate state: the ConvNet's
-    windows) or "full" (whole feature maps per candidate: full forwards, ResNet18's stages 2-4)."""
-    from jaxrobust import incremental
-    from jaxrobust.models import ConvNet
-
-    windows_only = isinstance(model, ConvNet) and incremental.supports(model)
-    return "incremental" if windows_only and name in ("incremental", "auto") else "full"
-
-
-def make_evaluator(name: str, model, variables, chunk: int):
-    """"full", "incremental" or "auto" (incremental where the model supports it, else full)."""
-    from jaxrobust import incremental
-
-    if name == "incremental" or (name == "auto" and incremental.supports(model)):
-        return incremental.IncrementalEvaluator(model, variables, chunk)  # refuses what it cannot do
-    if name not in ("full", "auto"):
-        raise ValueError(f"attack.evaluator must be full, incremental or auto, got {name!r}")
-    return FullEvaluator(logits_function(model, variables), chunk)
-
-
 # --- The paper's protocol ---
 def check_inputs(images: np.ndarray, labels: np.ndarray, num_classes: int, targets=None) -> None:
     """Clear errors for shapes, label range, empty sets and targets equal to the true class."""
@@ -435,7 +318,10 @@ def attack_protocol(model, variables, images_y10: np.ndarray, images_y1: np.ndar
     check_inputs(images_y10, labels, num_classes)
     if images_y1.shape != images_y10.shape:
         raise ValueError(f"Y1 images {images_y1.shape} must match Y10 images {images_y10.shape}")
-    mesh = mesh or parallel.make_mesh()
+    mesh = mesh or parallel.local_mesh()  # several processes: each attacks its share on its devices
+    variables = parallel.localize(variables)
+    if not parallel.is_main_process():
+        progress, log = False, lambda *_: None
     predict = _latents_and_probs(model, variables)
     latent_y10, probs_before = predict(images_y10)
     latent_y1, probs_y1 = predict(images_y1)
@@ -445,7 +331,7 @@ def attack_protocol(model, variables, images_y10: np.ndarray, images_y1: np.ndar
                generations=np.zeros(n, np.int32), genes=np.zeros((n, NUM_GENES), np.float32),
                generations_per_target=np.full((n, num_classes), -1, np.int32),
                success_per_target=np.zeros((n, num_classes), bool))
-    engine = make_evaluator(evaluator, model, variables, spec.chunk(_evaluator_kind(evaluator, model)))
+    engine = incremental.make_evaluator(evaluator, model, variables, spec.chunk_candidates)
     log(f"attacking {int(attacked.sum())} of {n} images (correctly classified in Y10) with the "
         f"{engine.name} evaluator, population {spec.population}, up to {spec.max_generations} generations")
     if spec.targeted:
@@ -456,8 +342,8 @@ def attack_protocol(model, variables, images_y10: np.ndarray, images_y1: np.ndar
             todo = np.flatnonzero(pending)
             if todo.size == 0:
                 break
-            res = run_attack(engine, images_y10[todo], targets[todo], todo * num_classes + targets[todo], key,
-                             spec, targeted=True, mesh=mesh, progress=progress)
+            res = run_attack_split(engine, images_y10[todo], targets[todo], todo * num_classes + targets[todo],
+                                   key, spec, targeted=True, mesh=mesh, progress=progress)
             out["generations_per_target"][todo, targets[todo]] = res.generations
             out["success_per_target"][todo, targets[todo]] = res.success
             spent[todo] += res.generations
@@ -470,8 +356,9 @@ def attack_protocol(model, variables, images_y10: np.ndarray, images_y1: np.ndar
         out["generations"][pending] = spent[pending]
     else:
         todo = np.flatnonzero(attacked)
-        res = run_attack(engine, images_y10[todo], labels[todo].astype(np.int32), todo * num_classes + labels[todo],
-                         key, spec, targeted=False, mesh=mesh, progress=progress)
+        res = run_attack_split(engine, images_y10[todo], labels[todo].astype(np.int32),
+                               todo * num_classes + labels[todo], key, spec, targeted=False, mesh=mesh,
+                               progress=progress)
         out["success"][todo], out["generations"][todo], out["genes"][todo] = res.success, res.generations, res.genes
     perturbed = np.asarray(perturb(jnp.asarray(images_y10), jnp.asarray(out["genes"])))
     perturbed = np.where(out["attacked"][:, None, None, None], perturbed, images_y10)
@@ -525,16 +412,19 @@ def attack_run(run_dir, data, config=None, progress: bool = True, log=print) -> 
                           config.attack.evaluator, progress=progress, log=log)
     seconds = time.perf_counter() - start
     out["test_index"] = index
-    io.atomic_save_npz(run_dir / "attack.npz", **out)
+    main = parallel.is_main_process()  # every process holds every result; process 0 writes them
+    if main:
+        io.atomic_save_npz(run_dir / "attack.npz", **out)
     evaluations = int(((out["generations_per_target"] >= 0) * (out["generations_per_target"].clip(0) + 1)).sum()
                       * spec.population) if spec.targeted else int((out["generations"] + 1)[out["attacked"]].sum() * spec.population)
     info = {"attack_config": config.attack.to_dict(), "seed": int(config.seed), "images": int(len(labels)),
             "attacked": int(out["attacked"].sum()), "successful": int(out["success"].sum()),
             "seconds": round(seconds, 2), "candidate_evaluations": evaluations,
             "candidates_per_second": round(evaluations / seconds, 1)}
-    io.atomic_write_json(run_dir / "attack.json", info)
-    log(f"{run_dir}: {info['successful']}/{info['attacked']} flipped in {seconds:.1f} s "
-        f"({info['candidates_per_second']:.0f} candidates/s)")
+    if main:
+        io.atomic_write_json(run_dir / "attack.json", info)
+        log(f"{run_dir}: {info['successful']}/{info['attacked']} flipped in {seconds:.1f} s "
+            f"({info['candidates_per_second']:.0f} candidates/s)")
     return info
 
 

@@ -25,15 +25,20 @@ through the stem (7x7/2 conv on a 13 x 13 patch -> 4 x 4, 3x3/2 max-pool -> 3 x 
 stage (each 3x3 conv widens the window by 2: 5, 7, 9, 11 of 25), the 11 x 11 window is spliced
 into the clean first-stage output, and stages 2-4 run in full: 24 % of the FLOPs saved
 (`resnet_flops_saved`).
+
+`IncrementalEvaluator` offers these windows through the evaluator interface of candidates.py,
+and `make_evaluator` is the one place that resolves attack.evaluator ("full", "incremental",
+"auto") to an evaluator.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from jaxrobust.attack import chunked_scores, decode
+from jaxrobust.candidates import CandidateEvaluator, FullEvaluator, decode, default_chunk, logits_function
 from jaxrobust.models import ConvNet, ResNet18
 from jaxrobust.models import folded as folded_lib
+from jaxrobust.models.resnet import max_pool_3x3_stride2, stride2_conv
 
 WINDOW = 3  # pooled cells per side of every recomputed window
 CONV1_PATCH = 2 * WINDOW + 4  # 6 conv1 outputs + 5x5 kernel - 1
@@ -145,34 +150,51 @@ def candidate_logits(folded: dict, cache: dict, tasks: jax.Array, genes: jax.Arr
     return latents_to_logits(folded, cache, tasks, delta)
 
 
-class IncrementalEvaluator:
-    """Attack evaluator with the same interface as attack.FullEvaluator (ConvNet, ResNet18)."""
+class IncrementalEvaluator(CandidateEvaluator):
+    """The candidates.CandidateEvaluator interface by recomputed windows (ConvNet, ResNet18).
+
+    `chunk` 0 takes the measured default: the ConvNet's per-candidate state is a few small
+    windows (400 candidates per chunk on a CPU, 16384 elsewhere); ResNet18's includes whole
+    stage-2..4 feature maps, so it takes the full forward's (64, 4096).
+    """
 
     name = "incremental"
 
-    def __init__(self, model, variables, chunk: int):
+    def __init__(self, model, variables, chunk: int = 0):
         check_supported(model, variables)
         self.resnet = isinstance(model, ResNet18)
         self.folded = (folded_lib.fold_resnet if self.resnet else folded_lib.fold_convnet)(variables)
-        self.chunk = int(chunk)
-        self.n_classes = model.num_classes
+        self.chunk = int(chunk) or (default_chunk(cpu=64, accelerator=4096) if self.resnet
+                                    else default_chunk(cpu=400, accelerator=16384))
 
     def prepare(self, images: jax.Array) -> dict:
         return (resnet_cache if self.resnet else convnet_cache)(self.folded, images)
 
-    def _logits(self, cache, tasks, genes):
-        return (resnet_candidate_logits if self.resnet else candidate_logits)(self.folded, cache, tasks, genes)
+    def logits(self, cache: dict, image: jax.Array, genes: jax.Array) -> jax.Array:
+        return (resnet_candidate_logits if self.resnet else candidate_logits)(self.folded, cache, image, genes)
 
-    def probabilities(self, cache: dict, genes: jax.Array, active: jax.Array) -> jax.Array:
-        """cache of T tasks, genes (T, P, 5), active (T,) -> (T, P, classes)."""
-        def score(task, g):
-            return jax.nn.softmax(self._logits(cache, task, g).astype(jnp.float32), axis=-1)
 
-        return chunked_scores(score, genes, active, self.chunk, self.n_classes)
+EVALUATORS = ("full", "incremental", "auto")
 
-    def logits(self, images: jax.Array, genes: jax.Array) -> jax.Array:
-        """Logits (N, classes) of candidate genes (N, 5) on images (N, H, W, 3), for tests."""
-        return self._logits(self.prepare(images), jnp.arange(len(genes)), genes)
+
+def resolve_evaluator(name: str, model) -> str:
+    """attack.evaluator -> "full" or "incremental"; "auto" is incremental where `supports(model)`."""
+    if name not in EVALUATORS:
+        raise ValueError(f"attack.evaluator must be one of {EVALUATORS}, got {name!r}")
+    if name == "auto":
+        return "incremental" if supports(model) else "full"
+    return name
+
+
+def make_evaluator(name: str, model, variables, chunk: int = 0) -> CandidateEvaluator:
+    """The evaluator `name` ("full", "incremental" or "auto") of a trained model.
+
+    "incremental" refuses models and variables it cannot score exactly; `chunk` 0 takes the
+    evaluator's measured default.
+    """
+    if resolve_evaluator(name, model) == "incremental":
+        return IncrementalEvaluator(model, variables, chunk)
+    return FullEvaluator(logits_function(model, variables), chunk)
 
 
 # --- ResNet18: windows through the stem and the first stage ---
@@ -193,8 +215,6 @@ def _pad(x, p):
 def resnet_cache(folded: dict, images: jax.Array) -> dict:
     """Clean activations of the stem and the first stage, padded for the patch cuts."""
     kernel, bias = folded["stem"]
-    from jaxrobust.models.resnet import max_pool_3x3_stride2, stride2_conv
-
     stem = jnp.maximum(stride2_conv(images, kernel, 3) + bias, 0.0)  # (T, 50, 50, 64), >= 0
     x = max_pool_3x3_stride2(stem)  # (T, 25, 25, 64)
     cache = {"image": _pad(images, 3), "stem": _pad(stem, 1), "stage_in": [], "inner": []}
@@ -279,5 +299,6 @@ def resnet_flops_saved(image_size: int = 100) -> float:
     return (stem_and_stage1 - windows) / total
 
 
-__all__ = ["IncrementalEvaluator", "candidate_logits", "check_supported", "convnet_cache", "feature_change",
-           "resnet_cache", "resnet_candidate_logits", "resnet_flops_saved", "supports"]
+__all__ = ["EVALUATORS", "IncrementalEvaluator", "candidate_logits", "check_supported", "convnet_cache",
+           "feature_change", "make_evaluator", "resnet_cache", "resnet_candidate_logits", "resnet_flops_saved",
+           "resolve_evaluator", "supports"]

@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from jaxrobust import attack, incremental  # noqa: E402
+from jaxrobust.candidates import FullEvaluator, logits_function, perturb  # noqa: E402
 from jaxrobust.models import build_model  # noqa: E402
 
 H = W = 100
@@ -102,7 +103,7 @@ def ours(evaluator, images, generations: int, tasks_per_call: int) -> dict:
 # --- JAX baselines ---
 def jax_paper_loop(logits_fn, image, candidates: int) -> dict:
     """Batch-1 forward per candidate from a Python loop (onepixel_attack.py `evaluate`)."""
-    forward = jax.jit(lambda img, g: jax.nn.softmax(logits_fn(attack.perturb(img[None], g[None])))[0])
+    forward = jax.jit(lambda img, g: jax.nn.softmax(logits_fn(perturb(img[None], g[None])))[0])
     genes = np.asarray(attack.init_population(jax.random.key(0), candidates))
     img = jnp.asarray(image)
     forward(img, jnp.asarray(genes[0])).block_until_ready()
@@ -112,7 +113,7 @@ def jax_paper_loop(logits_fn, image, candidates: int) -> dict:
 
 def jax_batched(logits_fn, image, generations: int) -> dict:
     """One image; each generation's population in one jitted forward, DE in NumPy (the peers)."""
-    forward = jax.jit(lambda img, g: jax.nn.softmax(logits_fn(attack.perturb(jnp.broadcast_to(img, (len(g),) + img.shape), g)))[:, 1])
+    forward = jax.jit(lambda img, g: jax.nn.softmax(logits_fn(perturb(jnp.broadcast_to(img, (len(g),) + img.shape), g)))[:, 1])
     img = jnp.asarray(image)
     rng = np.random.default_rng(0)
     genes = np.array(attack.init_population(jax.random.key(0), POPULATION))
@@ -191,19 +192,17 @@ def bench_model(name: str, args, peak: float) -> dict:
     flops = convnet_flops() if name == "convnet" else resnet18_flops()
     floor = peak / flops
     out = {"flops_per_forward": flops, "full_forward_floor_candidates_per_second": floor}
-    defaults = attack.AttackSpec()
-    full = attack.FullEvaluator(attack.logits_function(model, variables), defaults.chunk("full"))
+    full = FullEvaluator(logits_function(model, variables))  # the measured default chunk
     out["ours_full"] = ours(full, images, gens, args.images[name])
     out["ours_full"]["fraction_of_floor"] = out["ours_full"]["candidates_per_second"] / floor
     if incremental.supports(model):
-        chunk = defaults.chunk("incremental") if name == "convnet" else defaults.chunk("full")
-        inc = incremental.IncrementalEvaluator(model, variables, chunk)
+        inc = incremental.IncrementalEvaluator(model, variables)  # the measured default chunk
         out["ours_incremental"] = ours(inc, images, gens, args.images[name])
         counted = incremental_flops() if name == "convnet" else flops * (1 - incremental.resnet_flops_saved())
         out["ours_incremental"]["flops_per_candidate"] = counted
         out["ours_incremental"]["fraction_of_flops_saved"] = 1 - counted / flops
         out["ours_incremental"]["times_full_forward_floor"] = out["ours_incremental"]["candidates_per_second"] / floor
-    logits_fn = attack.logits_function(model, variables)
+    logits_fn = logits_function(model, variables)
     out["jax_paper_loop"] = jax_paper_loop(logits_fn, images[0], args.loop_candidates[name])
     out["jax_batched"] = jax_batched(logits_fn, images[0], args.batched_generations[name])
     if not args.no_torch:

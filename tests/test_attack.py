@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrobust import attack
+from jaxrobust import attack, candidates
 
 H = W = 100
 
@@ -48,11 +48,11 @@ def spec(**kw):
 
 
 def test_planted_pixel_is_found():
-    ev = attack.FullEvaluator(planted_logits, 400)
+    ev = candidates.FullEvaluator(planted_logits, 400)
     res = attack.run_attack(ev, grey(2), np.array([2, 2]), np.array([0, 1]), jax.random.key(3), spec(),
                             targeted=True, progress=False)
     assert res.success.all()
-    row, col, rgb = attack.decode(jnp.asarray(res.genes), H, W)
+    row, col, rgb = candidates.decode(jnp.asarray(res.genes), H, W)
     np.testing.assert_array_equal(np.asarray(row), [R0, R0])
     np.testing.assert_array_equal(np.asarray(col), [C0, C0])
     assert np.all(np.abs(np.asarray(rgb) - TARGET) < 0.01)
@@ -60,11 +60,11 @@ def test_planted_pixel_is_found():
 
 
 def test_perturbed_image_differs_in_one_pixel_and_reproduces_probabilities():
-    ev = attack.FullEvaluator(planted_logits, 400)
+    ev = candidates.FullEvaluator(planted_logits, 400)
     images = grey(1)
     res = attack.run_attack(ev, images, np.array([2]), np.array([5]), jax.random.key(1), spec(),
                             targeted=True, progress=False)
-    perturbed = np.asarray(attack.perturb(jnp.asarray(images), jnp.asarray(res.genes)))
+    perturbed = np.asarray(candidates.perturb(jnp.asarray(images), jnp.asarray(res.genes)))
     changed = np.argwhere(np.any(perturbed[0] != images[0], axis=-1))
     assert changed.shape == (1, 2)
     probs = np.asarray(jax.nn.softmax(planted_logits(jnp.asarray(perturbed)), axis=-1))
@@ -73,7 +73,7 @@ def test_perturbed_image_differs_in_one_pixel_and_reproduces_probabilities():
 
 def test_decode_rounds_and_clips_like_the_paper():
     genes = jnp.array([[0.0, 1.0, -0.2, 0.5, 1.4], [0.004, 0.996, 0.1, 0.2, 0.3], [0.995, 0.005, 0, 0, 0]])
-    row, col, rgb = attack.decode(genes, H, W)
+    row, col, rgb = candidates.decode(genes, H, W)
     # round(g * 100) then clip to [0, 99]; round half to even as np.round
     np.testing.assert_array_equal(np.asarray(row), [0, 0, 99])
     np.testing.assert_array_equal(np.asarray(col), [99, 99, 0])
@@ -102,7 +102,7 @@ def test_mutation_resamples_out_of_bounds_genes():
 def reference_attack(logits_fn, image, objective, key, s: attack.AttackSpec, targeted: bool):
     """One image, one task, a plain Python loop over generations (the paper's structure)."""
     def fitness(genes):
-        imgs = attack.perturb(jnp.repeat(image[None], len(genes), 0), genes)
+        imgs = candidates.perturb(jnp.repeat(image[None], len(genes), 0), genes)
         return np.array(jax.nn.softmax(logits_fn(imgs), axis=-1))[:, objective]
 
     def met(f):
@@ -139,7 +139,7 @@ def test_batched_attack_equals_per_image_reference(targeted):
              target_threshold=0.3, untargeted_threshold=0.5)
     key = jax.random.key(7)
     task_ids = np.arange(5) * 3 + objective
-    res = attack.run_attack(attack.FullEvaluator(small_logits, s.chunk_candidates), images, objective, task_ids,
+    res = attack.run_attack(candidates.FullEvaluator(small_logits, s.chunk_candidates), images, objective, task_ids,
                             key, s, targeted=targeted, progress=False)
     for i in range(5):
         ok, gens, genes = reference_attack(small_logits, jnp.asarray(images[i]), int(objective[i]),
@@ -159,7 +159,7 @@ def test_results_do_not_depend_on_batching_or_chunking():
     for tasks, chunk, block in ((1, 60, 1), (4, 130, 4), (6, 360, 7)):
         s = spec(population=60, max_generations=10, block_generations=block, tasks_per_call=tasks,
                  chunk_candidates=chunk, target_threshold=0.9)
-        runs.append(attack.run_attack(attack.FullEvaluator(small_logits, chunk), images, objective, np.arange(6),
+        runs.append(attack.run_attack(candidates.FullEvaluator(small_logits, chunk), images, objective, np.arange(6),
                                       jax.random.key(2), s, targeted=True, progress=False))
     for other in runs[1:]:
         np.testing.assert_array_equal(other.success, runs[0].success)
@@ -170,7 +170,7 @@ def test_results_do_not_depend_on_batching_or_chunking():
 def test_same_seed_same_results_and_different_seed_differs():
     images = np.random.default_rng(2).uniform(0.3, 0.7, size=(3, H, W, 3)).astype(np.float32)
     s = spec(population=40, max_generations=5, target_threshold=0.99)
-    ev = attack.FullEvaluator(small_logits, 40)
+    ev = candidates.FullEvaluator(small_logits, 40)
     run = lambda k: attack.run_attack(ev, images, np.array([0, 1, 2]), np.arange(3), jax.random.key(k), s,  # noqa: E731
                                       targeted=True, progress=False)
     a, b, c = run(0), run(0), run(1)
@@ -182,31 +182,15 @@ def test_finished_tasks_keep_their_state_and_count_no_generations():
     # threshold 0 (targeted): every initial population already succeeds -> 0 generations
     images = grey(3)
     s = spec(population=20, max_generations=10, target_threshold=0.0)
-    res = attack.run_attack(attack.FullEvaluator(small_logits, 20), images, np.array([0, 1, 2]), np.arange(3),
+    res = attack.run_attack(candidates.FullEvaluator(small_logits, 20), images, np.array([0, 1, 2]), np.arange(3),
                             jax.random.key(0), s, targeted=True, progress=False)
     assert res.success.all()
     np.testing.assert_array_equal(res.generations, 0)
     s = spec(population=20, max_generations=7, target_threshold=1.1)  # never succeeds: runs to the cap
-    res = attack.run_attack(attack.FullEvaluator(small_logits, 20), images, np.array([0, 1, 2]), np.arange(3),
+    res = attack.run_attack(candidates.FullEvaluator(small_logits, 20), images, np.array([0, 1, 2]), np.arange(3),
                             jax.random.key(0), s, targeted=True, progress=False)
     assert not res.success.any()
     np.testing.assert_array_equal(res.generations, 7)
-
-
-def test_chunked_scores_skip_inactive_tasks():
-    calls = []
-
-    def score(task, genes):
-        calls.append(1)
-        return jnp.ones((genes.shape[0], 3)) * (task[:, None] + 1)
-
-    genes = jnp.zeros((4, 10, 5))
-    active = jnp.array([False, True, False, True])
-    probs = np.asarray(jax.jit(lambda g, a: attack.chunked_scores(score, g, a, 7, 3))(genes, active))
-    np.testing.assert_array_equal(probs[0], 0)
-    np.testing.assert_array_equal(probs[2], 0)
-    np.testing.assert_array_equal(probs[1], 2)
-    np.testing.assert_array_equal(probs[3], 4)
 
 
 # --- Bad input ---
@@ -221,7 +205,7 @@ def test_bad_inputs_get_clear_errors():
     with pytest.raises(ValueError, match="target equals the true class for image 1"):
         attack.check_inputs(images, labels, 3, targets=np.array([2, 1]))
     with pytest.raises(ValueError, match="empty"):
-        attack.run_attack(attack.FullEvaluator(small_logits, 10), grey(0), np.zeros(0, int), np.zeros(0, int),
+        attack.run_attack(candidates.FullEvaluator(small_logits, 10), grey(0), np.zeros(0, int), np.zeros(0, int),
                           jax.random.key(0), spec(), targeted=True, progress=False)
     with pytest.raises(ValueError, match="population"):
         spec(population=3).validate()
@@ -233,11 +217,11 @@ DEVICE_SCRIPT = textwrap.dedent("""
     import numpy as np, jax, jax.numpy as jnp
     sys.path.insert(0, {tests!r})
     from test_attack import small_logits, spec, H, W
-    from jaxrobust import attack, parallel
+    from jaxrobust import attack, candidates, parallel
     images = np.random.default_rng(3).uniform(0.3, 0.7, size=(6, H, W, 3)).astype(np.float32)
     s = spec(population=40, max_generations=6, block_generations=2, tasks_per_call=4, chunk_candidates=40,
              target_threshold=0.9)
-    res = attack.run_attack(attack.FullEvaluator(small_logits, 40), images, np.array([0, 1, 2, 0, 1, 2]),
+    res = attack.run_attack(candidates.FullEvaluator(small_logits, 40), images, np.array([0, 1, 2, 0, 1, 2]),
                             np.arange(6), jax.random.key(5), s, targeted=True, mesh=parallel.make_mesh(),
                             progress=False)
     print(json.dumps(dict(devices=jax.device_count(), success=res.success.tolist(),

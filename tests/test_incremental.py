@@ -1,10 +1,12 @@
 """Incremental one-pixel scoring equals full forward passes, and the attack does not change."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrobust import attack, incremental
+from jaxrobust import attack, candidates, incremental
 from jaxrobust.models import build_model
 from jaxrobust.models import folded as folded_lib
 
@@ -41,6 +43,11 @@ def candidate_genes(n, seed=0):
     return genes
 
 
+def logits_on_images(evaluator, images, genes):
+    """Logits (N, classes) of candidate genes[i] (N, 5) on images[i] (N, H, W, 3)."""
+    return evaluator.logits(evaluator.prepare(images), jnp.arange(len(genes)), genes)
+
+
 @pytest.fixture(scope="module")
 def convnet():
     return convnet_with_statistics()
@@ -60,8 +67,8 @@ def test_incremental_logits_equal_full_forward_float32(convnet):
     images = jax.random.uniform(jax.random.key(4), (n, H, W, 3), minval=0.45, maxval=0.9)
     genes = jnp.asarray(candidate_genes(n), jnp.float32)
     evaluator = incremental.IncrementalEvaluator(model, variables, 100)
-    inc = np.asarray(jax.jit(evaluator.logits)(images, genes))
-    full = np.asarray(model.apply(variables, attack.perturb(images, genes), train=False)[1])
+    inc = np.asarray(jax.jit(functools.partial(logits_on_images, evaluator))(images, genes))
+    full = np.asarray(model.apply(variables, candidates.perturb(images, genes), train=False)[1])
     scale = np.abs(full).max()
     assert np.abs(inc - full).max() / scale < 1e-5
 
@@ -73,9 +80,9 @@ def test_incremental_logits_equal_full_forward_float64():
         images = jax.random.uniform(jax.random.key(5), (n, H, W, 3), jnp.float64, minval=0.45, maxval=0.9)
         genes = jnp.asarray(candidate_genes(n, 1), jnp.float64)
         evaluator = incremental.IncrementalEvaluator(model, variables, 64)
-        inc = np.asarray(evaluator.logits(images, genes))
+        inc = np.asarray(logits_on_images(evaluator, images, genes))
         folded = folded_lib.fold_convnet(variables)
-        full = np.asarray(folded_lib.convnet_logits(folded, attack.perturb(images, genes)))
+        full = np.asarray(folded_lib.convnet_logits(folded, candidates.perturb(images, genes)))
         assert inc.dtype == np.float64
         assert np.abs(inc - full).max() / np.abs(full).max() < 1e-10
 
@@ -88,7 +95,7 @@ def test_unchanged_pixel_gives_the_clean_logits(convnet):
     genes = jnp.asarray(np.concatenate([rows[:, None] / 100, cols[:, None] / 100, pixel], 1), jnp.float32)
     evaluator = incremental.IncrementalEvaluator(model, variables, 10)
     clean = np.asarray(model.apply(variables, images, train=False)[1])
-    np.testing.assert_allclose(np.asarray(evaluator.logits(images, genes)), clean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(logits_on_images(evaluator, images, genes)), clean, rtol=1e-5, atol=1e-6)
 
 
 def test_attack_with_incremental_equals_full_evaluator(convnet):
@@ -103,7 +110,7 @@ def test_attack_with_incremental_equals_full_evaluator(convnet):
                              chunk_candidates=120, target_threshold=threshold)
     runs = {}
     for name in ("full", "incremental"):
-        evaluator = attack.make_evaluator(name, model, variables, spec.chunk_candidates)
+        evaluator = incremental.make_evaluator(name, model, variables, spec.chunk_candidates)
         assert evaluator.name == name
         runs[name] = attack.run_attack(evaluator, images, targets, np.arange(4), jax.random.key(9), spec,
                                        targeted=True, progress=False)
@@ -141,12 +148,12 @@ def test_resnet_incremental_logits_equal_full_forward(x64):
         images = jax.random.uniform(jax.random.key(4), (n, H, W, 3), dtype, minval=0.45, maxval=0.9)
         genes = jnp.asarray(candidate_genes(n, 2), dtype)
         evaluator = incremental.IncrementalEvaluator(model, variables, n)
-        inc = np.asarray(evaluator.logits(images, genes))
-        full = np.asarray(folded_lib.resnet_logits(evaluator.folded, attack.perturb(images, genes)))
+        inc = np.asarray(logits_on_images(evaluator, images, genes))
+        full = np.asarray(folded_lib.resnet_logits(evaluator.folded, candidates.perturb(images, genes)))
         clean = np.asarray(folded_lib.resnet_logits(evaluator.folded, images))
         assert np.abs(full - clean).max() > 100 * np.abs(inc - full).max()  # the pixel matters more than the error
         assert np.abs(inc - full).max() / np.abs(full).max() < (1e-10 if x64 else 1e-5)
-        reference = np.asarray(model.apply(variables, attack.perturb(images, genes), train=False)[1])
+        reference = np.asarray(model.apply(variables, candidates.perturb(images, genes), train=False)[1])
         np.testing.assert_allclose(full, reference, rtol=1e-4, atol=1e-7)  # folding keeps the function
 
 
@@ -156,10 +163,10 @@ def test_resnet_flops_saved_is_about_a_quarter():
 
 def test_auto_picks_incremental_for_supported_models(convnet):
     model, variables = convnet
-    assert attack.make_evaluator("auto", model, variables, 10).name == "incremental"
+    assert incremental.make_evaluator("auto", model, variables, 10).name == "incremental"
     resnet, res_vars = resnet_with_statistics()
-    assert attack.make_evaluator("auto", resnet, res_vars, 10).name == "incremental"
-    assert attack.make_evaluator("full", resnet, res_vars, 10).name == "full"
+    assert incremental.make_evaluator("auto", resnet, res_vars, 10).name == "incremental"
+    assert incremental.make_evaluator("full", resnet, res_vars, 10).name == "full"
 
 
 def test_bad_use_is_refused(convnet):
@@ -179,7 +186,7 @@ def test_bad_use_is_refused(convnet):
     with pytest.raises(ValueError, match="eval-mode BatchNorm"):
         incremental.IncrementalEvaluator(model, {"params": variables["params"]}, 10)
     with pytest.raises(ValueError, match="supports the ConvNet and ResNet18"):
-        attack.make_evaluator("incremental", Other(), {}, 10)
-    assert attack.make_evaluator("auto", Other(), {}, 10).name == "full"
+        incremental.make_evaluator("incremental", Other(), {}, 10)
+    assert incremental.make_evaluator("auto", Other(), {}, 10).name == "full"
     with pytest.raises(ValueError, match="attack.evaluator"):
-        attack.make_evaluator("fast", model, variables, 10)
+        incremental.make_evaluator("fast", model, variables, 10)
