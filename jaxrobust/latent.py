@@ -8,12 +8,14 @@ plane through the Y10 latent spanned by the 1P and Y1 directions.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import distance as scipy_distance
+from sklearn.manifold import Isomap
 
 JS_BASE = 2.0  # log base of the JS divergence: the distance then lies in [0, 1]
 
@@ -117,10 +119,6 @@ def _head_on_grid(head_fn, latents):
 # --- Isomaps ---
 def isomap(latents: np.ndarray, n_components: int = 2, n_neighbors: int = 5) -> np.ndarray:
     """scikit-learn Isomap embedding (N, n_components) of latents (N, D)."""
-    from sklearn.manifold import Isomap
-
-    import warnings
-
     latents = np.asarray(latents, np.float64)
     n_neighbors = min(n_neighbors, len(latents) - 1)
     with warnings.catch_warnings():
