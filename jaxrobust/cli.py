@@ -4,6 +4,7 @@
     jaxrobust train     --config configs/quick.py --data data/quick --workdir runs/reg [--da]
     jaxrobust evaluate  --workdir runs/reg
     jaxrobust attack    --workdir runs/reg
+    jaxrobust scan      --workdir runs/reg [--colours corners|minmax|grid:K|FILE] [--images N]
     jaxrobust analyze   --workdir runs/reg --compare runs/da
     jaxrobust reproduce --config configs/quick.py --workdir runs/quick
     jaxrobust bench     attack --quick
@@ -88,6 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="attack overrides, e.g. attack.population=100 attack.n_images=10 attack.evaluator=full")
 
+    p = sub.add_parser("scan", help="exhaustive one-pixel scan: every pixel x a colour set, the DE attack's ground truth",
+                       description="Score every pixel position x every colour of a set with the run's best model, "
+                                   "exactly (the attack's evaluators), on the images `attack` uses (the first "
+                                   "scan.n_images of them), and write per-image vulnerability maps to scan.npz and "
+                                   "the counts to scan.json. An interrupted scan resumes where it stopped.")
+    p.add_argument("--workdir", required=True, type=Path, help="a training run folder")
+    p.add_argument("--data", type=Path, default=None, help="dataset folder (default: the one the run trained on)")
+    p.add_argument("--force", action="store_true",
+                   help="use --data even though it is not the dataset the run was trained on")
+    p.add_argument("--colours", default=None,
+                   help="corners (the 8 RGB-cube corners), minmax (each image's per-band min/max, 8 colours), "
+                        "grid:K (K^3 colours, K >= 2) or a .npy/.txt file of N x 3 colours in [0, 1] "
+                        "(default: config scan.colours, corners)")
+    p.add_argument("--images", type=int, default=None,
+                   help="scan the first N images of the attack subsample (default: scan.n_images; at most "
+                        "attack.n_images)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="attack/scan overrides, e.g. attack.evaluator=full attack.chunk_candidates=800")
+
     p = sub.add_parser("analyze", help="latent distances, JS distance, church windows, isomaps, report.md",
                        description="Analyse one run, or a regular run against a DA run (--compare), and "
                                    "write analysis.json, figures/ and report.md.")
@@ -108,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks (JSON): simulate, train, attack",
                        description="Run scripts/bench_<what>.py from a source checkout; extra arguments "
                                    "are passed through (e.g. --quick).")
-    p.add_argument("what", choices=("simulate", "train", "attack"))
+    p.add_argument("what", choices=("simulate", "train", "attack", "scan"))
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
     return parser
 
@@ -131,11 +151,36 @@ def _run_attack_overrides(config, overrides):
     return config_lib.copy_with(config, {k: config_lib.parse_value(v) for k, v in (o.split("=", 1) for o in overrides)})
 
 
+COMPILATION_CACHE_ENV = "JAXROBUST_COMPILATION_CACHE"
+
+
+def enable_compilation_cache() -> Path | None:
+    """JAX's persistent compilation cache for command-line runs: a second run does not recompile.
+
+    The folder is $JAXROBUST_COMPILATION_CACHE when it names one, else
+    $XDG_CACHE_HOME/jaxrobust/jax (~/.cache/jaxrobust/jax); JAXROBUST_COMPILATION_CACHE=0 turns
+    it off. JAX keeps programs that took at least a second to compile (its default), keyed by
+    the program, the JAX/XLA version and the device, so a stale entry is never used.
+    """
+    import os
+
+    setting = os.environ.get(COMPILATION_CACHE_ENV, "").strip()
+    if setting.lower() in ("0", "off", "false", "no"):
+        return None
+    home_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = Path(setting).expanduser() if setting not in ("", "1") else home_cache / "jaxrobust" / "jax"
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    return folder
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from jaxrobust import hostmem
 
     hostmem.keep_freed_memory()  # before JAX starts its threads: see jaxrobust/hostmem.py
+    enable_compilation_cache()
     from jaxrobust import config as config_lib
     from jaxrobust.data import DataError
 
@@ -199,6 +244,15 @@ def _dispatch(args, config_lib) -> int:
         data = load_prepared(_data_dir(args, config), config)
         provenance.check_data(args.workdir, data, force=args.force)
         attack.attack_run(args.workdir, data, config)
+    elif args.command == "scan":
+        from jaxrobust import scan
+        from jaxrobust.data import load_prepared
+
+        config = scan.with_overrides(config_lib.read_run_config(args.workdir), args.overrides)
+        provenance.check_writable(args.workdir, "--workdir")
+        data = load_prepared(_data_dir(args, config), config)
+        provenance.check_data(args.workdir, data, force=args.force)
+        scan.scan_run(args.workdir, data, config, colours=args.colours, n_images=args.images)
     elif args.command == "analyze":
         from jaxrobust import checkpoint, report
 

@@ -252,6 +252,12 @@ def base_config() -> ml_collections.ConfigDict:
     attack.chunk_candidates = 0  # candidates per forward chunk (memory budget); 0 = per backend
     attack.evaluator = "auto"  # "full", "incremental" or "auto"
 
+    # --- exhaustive one-pixel scan (jaxrobust/scan.py, issue 16): every pixel x a colour set ---
+    scan = config.scan = ml_collections.ConfigDict()
+    scan.enabled = True  # `reproduce` scans both runs after their attacks
+    scan.n_images = 150  # first n of the attack subsample (paper §5.2: 150), at most attack.n_images
+    scan.colours = "corners"  # "corners" (8 RGB-cube corners), "minmax", "grid:K" or a .npy/.txt file
+
     # --- analysis ---
     analysis = config.analysis = ml_collections.ConfigDict()
     analysis.isomap_points = 250  # test galaxies in the isomaps (paper Fig. 3)
@@ -274,9 +280,9 @@ def read_run_config(run_dir: Path) -> ml_collections.ConfigDict:
 
 def training_settings(config) -> dict:
     """The sections of a config (ConfigDict or dict) that determine a trained model, as JSON
-    values: all but `attack` and `analysis`."""
+    values: all but `attack`, `scan` and `analysis`."""
     values = json.loads(to_json(ml_collections.ConfigDict(config)))
-    return {k: v for k, v in values.items() if k not in ("attack", "analysis")}
+    return {k: v for k, v in values.items() if k not in ("attack", "scan", "analysis")}
 
 
 
