@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrobust import attack, checkpoint, evaluate, io, plots, report, robustness, train
+from jaxrobust import attack, checkpoint, evaluate, io, plots, report, robustness, scan, train
 from jaxrobust import config as config_lib
 from jaxrobust.data import ensure_simulated, load_prepared, preprocess, store
 
@@ -92,6 +92,12 @@ def run_variant(config, run_dir: Path, data, log=print) -> None:
         log(f"[{name}] robustness measures current: skipped")
     else:
         robustness.robustness_run(run_dir, data, config, log=log)
+    if not scan.scan_section(config).enabled:
+        return
+    if scan.is_current(run_dir, config):
+        log(f"[{name}] scan current: skipped")
+    else:
+        scan.scan_run(run_dir, data, config, log=log)
 
 
 def reproduce(config, workdir: Path, data_dir: Path | None = None, log=print) -> dict:
