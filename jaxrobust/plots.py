@@ -252,3 +252,62 @@ def distance_histograms(path: Path, panels: list[dict], title: str = "") -> Path
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# --- Exhaustive one-pixel scan (jaxrobust/scan.py) ---
+def scan_vulnerability(path: Path, image: np.ndarray, vulnerability: np.ndarray, flipping: np.ndarray,
+                       title: str = "", de_pixel=None) -> Path:
+    """A galaxy beside its one-pixel vulnerability map.
+
+    image (H, W, 3) stretched (g, r, i); vulnerability (H, W): at each pixel the highest
+    probability of a class other than the true one that a colour of the scanned set reaches;
+    flipping (H, W) bool: the pixels that flip the image (outlined in cyan); de_pixel: the
+    (row, col) of the DE attack's pixel, marked with a cross on both panels, or None.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.6))
+    axes[0].imshow(rgb_composite(np.asarray(image, np.float32)), interpolation="nearest")
+    axes[0].set_title("galaxy (Y10, g r i as blue green red)")
+    shown = axes[1].imshow(vulnerability, vmin=0.0, vmax=1.0, cmap="magma", interpolation="nearest")
+    rows, cols = np.nonzero(flipping)
+    axes[1].scatter(cols, rows, s=14, facecolors="none", edgecolors="#00e5ff", linewidths=0.8, marker="s",
+                    label=f"{rows.size} flipping pixels")
+    if de_pixel is not None:
+        for ax in axes:
+            ax.scatter([de_pixel[1]], [de_pixel[0]], marker="x", s=90, color="#7cfc00", linewidths=2,
+                       label="DE's pixel")
+    axes[1].set_title("max p(another class) over the colours")
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def scan_flip_counts(path: Path, panels: dict, size: int, title: str = "") -> Path:
+    """Distributions of flipping-pixel counts per image, regular (navy) vs DA (orange).
+
+    panels: {panel title: {"regular": counts (n,), "da": counts (m,)}}, e.g. one panel per target
+    class and one for any other class; size: pixels per image (the largest possible count).
+    Counts are binned on log10(1 + count) so that 0 and 10,000 fit one axis.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.9), squeeze=False)
+    edges = np.linspace(0.0, np.log10(1 + size), 21)
+    for ax, (name, arms) in zip(axes[0], panels.items()):
+        for key, colour, label in (("regular", "#003f5c", "regular"), ("da", "#ffa600", "DA")):
+            counts = np.asarray(arms.get(key, []), float)
+            if counts.size == 0:
+                continue
+            ax.hist(np.log10(1 + counts), bins=edges, weights=np.full(counts.size, 1.0 / counts.size),
+                    color=colour, alpha=0.6, label=f"{label} (n={counts.size}, median {np.median(counts):.0f})")
+        ticks = [t for t in (0, 1, 10, 100, 1000, 10000) if t <= size]
+        ax.set_xticks(np.log10(1 + np.asarray(ticks, float)), [str(t) for t in ticks])
+        ax.set_title(name)
+        ax.set_xlabel("flipping pixels per image")
+        ax.set_ylabel("fraction of images")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

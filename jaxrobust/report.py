@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrobust import checkpoint, evaluate, io, latent, plots, robustness, train
+from jaxrobust import checkpoint, evaluate, io, latent, plots, robustness, scan, train
 from jaxrobust.config import read_run_config
 
 # The paper's numbers (Ćiprijanović et al. 2022, TNG100 data), one row per model.
@@ -137,6 +137,45 @@ def isomaps(run: RunArtifacts, triplets: np.ndarray, figures: Path, analysis_con
     return names
 
 
+def scan_section(runs: list[RunArtifacts], figures: Path, analysis_config) -> dict | None:
+    """DE vs the exhaustive scan (when every run has scan.npz): per run the comparison counts,
+    vulnerability figures of its first `analysis.church_windows` vulnerable attacked images,
+    and (two runs) the flipping-pixel count distributions of regular vs DA training."""
+    if not all((r.dir / "scan.npz").exists() for r in runs):
+        return None
+    out = {"rows": {}, "figures": [], "colours": None}
+    panels = {}
+    for run in runs:
+        arrays = scan.load_scan(run.dir)
+        targeted = bool(run.config.attack.targeted)
+        out["rows"][run.name] = scan.de_vs_exhaustive(run.attack, arrays, targeted)
+        out["colours"] = json.loads((run.dir / "scan.json").read_text())["settings"]["colours"]
+        n = len(arrays["labels"])
+        attacked = run.attack["attacked"][:n].astype(bool)
+        counts = arrays["flipping_pixels_any"] if targeted else arrays["flipping_pixels_untargeted"]
+        order = np.flatnonzero(attacked & (counts > 0)).tolist() + np.flatnonzero(attacked & (counts == 0)).tolist()
+        for i in order[: int(analysis_config.church_windows)]:
+            vulnerability, flipping = scan.vulnerability_map(arrays, i, targeted)
+            de_pixel = run.attack["pixel"][i, :2].astype(int) if run.attack["success"][i] else None
+            name = f"scan_{run.name.lower()}_{i}.png"
+            plots.scan_vulnerability(figures / name, arrays["images"][i], vulnerability, flipping,
+                                     f"{run.name}: image {i}, {plots.CLASS_NAMES[int(arrays['labels'][i])]}, "
+                                     f"{int(flipping.sum())} flipping pixels", de_pixel)
+            out["figures"].append(name)
+        arm = "regular" if run.name == "Reg" else "da"
+        size = int(arrays["max_probability"][0, 0].size)
+        for c, class_name in enumerate(plots.CLASS_NAMES[: arrays["max_probability"].shape[1]]):
+            towards = arrays["flipping_pixels_targeted"][:n, c]
+            panels.setdefault(f"towards {class_name}", {})[arm] = towards[attacked & (towards >= 0)]
+        panels.setdefault("any other class" if targeted else "untargeted", {})[arm] = counts[attacked]
+    if len(runs) == 2:
+        name = f"scan_flip_counts_{runs[0].config.model.name}.png"
+        plots.scan_flip_counts(figures / name, panels, size, title=f"{runs[0].config.model.name}: flipping pixels "
+                               f"per attacked image, colour set {out['colours']}")
+        out["figures"].append(name)
+    return out
+
+
 def analyze(run_dirs: list[Path], out_dir: Path | None = None, log=print) -> dict:
     """Analysis of one run, or of a regular and a DA run of the same model (any order).
 
@@ -189,6 +228,7 @@ def analyze(run_dirs: list[Path], out_dir: Path | None = None, log=print) -> dic
                                   f"({int(selection.sum())} images flipped under both)")
         figure_names["histograms"].append(name)
     result["figures"] = figure_names
+    result["scan"] = scan_section(runs, figures, analysis_config)
     result["seconds"] = round(time.perf_counter() - start, 2)
     io.atomic_write_json(out_dir / "analysis.json", result)
     io.atomic_write_bytes(out_dir / "report.md", render_report(runs, result, out_dir).encode())
@@ -246,6 +286,9 @@ def render_report(runs: list[RunArtifacts], result: dict, out_dir: Path) -> str:
     if all(s is not None for s in summaries.values()):
         parts.append("\n## Exact robustness measures: margin, minimal flip, censored medians\n\n"
                      + robustness.render_markdown(summaries))
+    if result.get("scan"):
+        parts.append(scan.de_vs_exhaustive_markdown(result["scan"]["rows"], result["scan"]["colours"]))
+        parts.extend(f"\n![scan](figures/{rel(name)})\n" for name in result["scan"]["figures"])
     parts.append("\n## Figures\n")
     figs = result["figures"]
     for name in figs["histograms"]:

@@ -578,6 +578,22 @@ def de_vs_exhaustive(attack: dict, scan: dict, targeted: bool) -> dict:
             "n_colours": int(scan["colours"].shape[1])}
 
 
+def vulnerability_map(arrays: dict, i: int, targeted: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(vulnerability (H, W), flipping (H, W) bool) of scanned image i, for the figures.
+
+    Targeted: the highest probability of another class over the colours, and the pixels where
+    it passes the target threshold. Untargeted: 1 - the lowest true-class probability, and the
+    pixels where that probability falls below the untargeted threshold.
+    """
+    label = int(arrays["labels"][i])
+    if targeted:
+        others = np.delete(arrays["max_probability"][i], label, axis=0)
+        vulnerability = others.max(0)
+        return vulnerability, vulnerability > float(arrays["target_threshold"])
+    lowest = arrays["min_true_probability"][i]
+    return 1.0 - lowest, lowest < float(arrays["untargeted_threshold"])
+
+
 def de_vs_exhaustive_markdown(rows: dict, colours: str) -> str:
     """The report's "DE vs exhaustive" section from {training name: de_vs_exhaustive(...)}."""
     lines = ["\n## DE vs exhaustive one-pixel scan\n\n",
@@ -597,5 +613,6 @@ def de_vs_exhaustive_markdown(rows: dict, colours: str) -> str:
 
 
 __all__ = ["BUILTIN_SETS", "ColourSetEvaluator", "colour_set", "de_vs_exhaustive", "de_vs_exhaustive_markdown",
-           "images_to_scan", "is_current", "load_scan", "scan_run", "scan_settings", "with_overrides", "corner_colours", "grid_colours",
+           "images_to_scan", "is_current", "load_scan", "scan_run", "scan_settings", "vulnerability_map",
+           "with_overrides", "corner_colours", "grid_colours",
            "minmax_colours", "load_colour_file", "scan_images", "scan_with_evaluator"]
