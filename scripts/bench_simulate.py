@@ -1,12 +1,18 @@
 """Benchmark of the GalSim simulation (jaxrobust.data.simulate); prints one JSON object.
 
 Measures, on one core unless stated:
-  candidates     per intended class: simulate_candidate() timings (label-band draw, G-M20
-                 labeller, and for kept galaxies g, r, i at Y1 and Y10), rejected ones included.
+  candidates     the config's population. Continuous (the default): simulate_population_candidate()
+                 timings with every class open (catalogue rendering + G-M20, g, r, i at Y1 and Y10,
+                 the stamp's G-M20) and with every class full (catalogue only: what a spare
+                 candidate costs). Recipes: per intended class, simulate_candidate() timings
+                 (label-band draw, G-M20 labeller, and for kept galaxies g, r, i at Y1 and Y10).
+  recipes_candidates  the same for the old quick recipes (data.population="recipes", labelled on
+                 the Y10 stamp, r = 17-20.5), timed in this run for comparison (--compare-recipes).
   labeller       morphology.measure() alone on the same label stamps.
   gsparams       draw_expected() with GalSim's default GSParams against the config's looser
                  folding/maxk thresholds, timed in this run, and the pixel differences they make.
-  simulate_dataset  the config scaled down (--dataset-fraction), with 1 and --workers processes.
+  simulate_dataset  the config scaled down (--dataset-fraction), with 1 and --workers processes
+                 (and the old recipes with --workers processes, for comparison).
 
 Example:  python scripts/bench_simulate.py --n-per-class 6 --workers 2 --out runs/bench_simulate.json
 Takes about 2-3 minutes with the defaults on a 2-core machine.
@@ -32,6 +38,8 @@ from jaxrobust.config import load_config  # noqa: E402
 from jaxrobust.data import morphology, simulate  # noqa: E402
 
 CLASS_ORDER = (simulate.ELLIPTICAL, simulate.SPIRAL, simulate.MERGER)
+# The quick dataset before issue 13: recipes labelled on the Y10 stamp, r = 17-20.5.
+RECIPE_OVERRIDES = ["data.population=recipes", "data.label_by=gini_m20", "data.mag_r_range=(17.0, 20.5)"]
 WARM_UP_INDEX = 10**6  # a candidate index far from the timed ones, drawn first and not timed
 
 
@@ -47,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="simulate_dataset counts = this x the config's counts")
     parser.add_argument("--repeats", type=int, default=2,
                         help="GSParams timing repeats (the fastest is kept)")
+    parser.add_argument("--compare-recipes", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the old recipes (candidates and dataset)")
     return parser.parse_args(argv)
 
 
@@ -63,7 +73,25 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-# --- Per-class candidate throughput ---
+# --- Candidate throughput ---
+def bench_population_candidates(spec: simulate.SimulationSpec, n: int) -> tuple[dict, list]:
+    """Continuous population: seconds per candidate with all classes open and with none."""
+    simulate.simulate_population_candidate(spec, WARM_UP_INDEX)  # GalSim caches, PSFs, imports
+    report, candidates = {}, []
+    for name, open_classes in (("all_classes_open", (0, 1, 2)), ("all_classes_full", ())):
+        cpu_start = time.process_time()
+        batch, seconds = timed(lambda: [simulate.simulate_population_candidate(spec, k, open_classes)
+                                        for k in range(n)])
+        cpu = time.process_time() - cpu_start
+        report[name] = dict(candidates=n, seconds=round(seconds, 3), cpu_seconds=round(cpu, 3),
+                            seconds_per_candidate=round(seconds / n, 4),
+                            candidates_per_second_per_core=round(n / seconds, 3))
+        if open_classes:
+            candidates = batch
+            report[name]["labels"] = np.bincount([c.label + 1 for c in batch], minlength=4)[[1, 2, 3, 0]].tolist()
+    return report, candidates
+
+
 def bench_candidates(spec: simulate.SimulationSpec, n: int) -> tuple[dict, list]:
     """Candidates/s and kept galaxies/s on one core, per intended class; returns the candidates."""
     report, candidates = {}, []
@@ -88,6 +116,19 @@ def bench_labeller(spec: simulate.SimulationSpec, candidates: list, candidate_se
     band = simulate.BANDS.index(spec.label_band)
     psfs = simulate._psfs(spec)
     seconds = []
+    if spec.population == "continuous":  # the catalogue's measurement comes on top of the stamp's
+        from jaxrobust.data import catalogue, population
+
+        cat_seconds = []
+        for c in candidates:
+            profile = population.band_profiles(c.galaxy, spec.gsparams, (catalogue.LABEL_BAND,))[0]
+            image = catalogue.observe(catalogue.render(profile.withScaledFlux(
+                10 ** (-0.4 * spec.catalogue_mag_shift)), spec.gsparams), c.seed)
+            try:
+                cat_seconds.append(timed(morphology.measure, image, catalogue.sky_sigma_per_pixel())[1])
+            except ValueError:
+                pass
+        seconds_catalogue = dict(stamps=len(cat_seconds), mean_seconds=round(float(np.mean(cat_seconds)), 4))
     for c in candidates:
         expected = simulate.draw_expected(c.galaxy, spec, bands=(band,), psfs=psfs)[0]
         image, sky_sigma = simulate.label_image(expected, c.seed, band, spec)
@@ -96,8 +137,12 @@ def bench_labeller(spec: simulate.SimulationSpec, candidates: list, candidate_se
         except ValueError:  # nothing detected: left out of the timing
             pass
     mean = float(np.mean(seconds))
-    return dict(stamps=len(seconds), mean_seconds=round(mean, 4), median_seconds=round(float(np.median(seconds)), 4),
-                share_of_candidate_time=round(sum(seconds) / candidate_seconds, 3))
+    report = dict(stamps=len(seconds), mean_seconds=round(mean, 4), median_seconds=round(float(np.median(seconds)), 4),
+                  share_of_candidate_time=round(sum(seconds) / candidate_seconds, 3))
+    if spec.population == "continuous":
+        report["catalogue"] = seconds_catalogue
+        report["share_of_candidate_time"] = round((sum(seconds) + sum(cat_seconds)) / candidate_seconds, 3)
+    return report
 
 
 # --- GSParams: GalSim defaults against the config's thresholds ---
@@ -145,16 +190,16 @@ def bench_gsparams(spec: simulate.SimulationSpec, galaxies: list, repeats: int) 
 
 
 # --- The whole dataset pipeline at 1 and N workers ---
-def scaled_config(name: str, fraction: float):
-    base = load_config(name)
+def scaled_config(name: str, fraction: float, overrides=()):
+    base = load_config(name, list(overrides))
     counts = {key: max(3, int(round(fraction * base.data[key]))) for key in ("n_spiral", "n_elliptical", "n_merger")}
-    return load_config(name, [f"data.{k}={v}" for k, v in counts.items()] + ["data.preview=False"]), counts
+    return load_config(name, list(overrides) + [f"data.{k}={v}" for k, v in counts.items()] + ["data.preview=False"]), counts
 
 
-def bench_dataset(name: str, fraction: float, workers: int) -> dict:
-    config, counts = scaled_config(name, fraction)
+def bench_dataset(name: str, fraction: float, workers: int, overrides=(), worker_counts=None) -> dict:
+    config, counts = scaled_config(name, fraction, overrides)
     runs = {}
-    for n_workers in sorted({1, workers}):
+    for n_workers in worker_counts or sorted({1, workers}):
         with tempfile.TemporaryDirectory(prefix="bench_simulate_") as out:
             cpu_start = cpu_seconds()
             info, seconds = timed(simulate.simulate_dataset, config, out, workers=n_workers, progress=False)
@@ -168,7 +213,7 @@ def bench_dataset(name: str, fraction: float, workers: int) -> dict:
             galaxies_per_second_per_core=round(galaxies / seconds / n_workers, 3),
             candidates_tried=info["candidates_tried"])
     report = dict(counts=counts, images=sum(map(sum, info["images_per_split"].values())), **runs)
-    if workers > 1:
+    if workers > 1 and "workers_1" in runs:
         report["speedup_workers_%d_over_1" % workers] = round(
             runs["workers_1"]["seconds"] / runs[f"workers_{workers}"]["seconds"], 3)
     return report
@@ -183,11 +228,22 @@ def main(argv=None) -> dict:
                                galsim=galsim.__version__, numpy=np.__version__),
                   config=args.config, sky_area_per_pixel_arcsec2=spec.sky_area_per_pixel_arcsec2,
                   label=f"{spec.label_band} band, {spec.label_depth}")
-    result["candidates"], candidates = bench_candidates(spec, args.n_per_class)
-    candidate_seconds = sum(r["seconds"] for r in result["candidates"].values())
+    result["population"] = spec.population
+    if spec.population == "continuous":
+        result["candidates"], candidates = bench_population_candidates(spec, 3 * args.n_per_class)
+        candidate_seconds = result["candidates"]["all_classes_open"]["seconds"]
+        if args.compare_recipes:
+            old_spec = simulate.SimulationSpec.from_config(load_config(args.config, RECIPE_OVERRIDES))
+            result["recipes_candidates"], _ = bench_candidates(old_spec, args.n_per_class)
+    else:
+        result["candidates"], candidates = bench_candidates(spec, args.n_per_class)
+        candidate_seconds = sum(r["seconds"] for r in result["candidates"].values())
     result["labeller"] = bench_labeller(spec, candidates, candidate_seconds)
     result["gsparams"] = bench_gsparams(spec, [c.galaxy for c in candidates], args.repeats)
     result["simulate_dataset"] = bench_dataset(args.config, args.dataset_fraction, args.workers)
+    if args.compare_recipes and spec.population == "continuous":
+        result["simulate_dataset_recipes"] = bench_dataset(args.config, args.dataset_fraction, args.workers,
+                                                           RECIPE_OVERRIDES, [args.workers])
     result["machine"]["load_average_at_end"] = os.getloadavg()
     result["total_seconds"] = round(time.perf_counter() - start, 1)
     text = json.dumps(result, indent=2)

@@ -6,6 +6,11 @@ from `shared/specs/lsst_simulation.md` (cited below as §n): WeakLensingDeblendi
 per band for a one-year exposure; Y10 is exactly 10x that expected image (§2b.3); each depth gets
 its own Poisson noise stream (§2b.5). Every candidate galaxy has its own seed, so the dataset is
 bit-identical for any number of worker processes and any stamp can be regenerated alone.
+
+Galaxies come from one continuous population (data.population="continuous", jaxrobust.data.population)
+labelled afterwards, by default on a Pan-STARRS-like catalogue rendering (data.label_by="catalogue",
+jaxrobust.data.catalogue), classes filled by label in candidate order; or from the three per-class
+recipes below with rejection sampling (data.population="recipes": datasets made before issue 13).
 """
 from __future__ import annotations
 
@@ -739,7 +744,8 @@ def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool
                   F=np.array([g.bulge for g in galaxies]), S=np.array([g.merger for g in galaxies]),
                   intended_class=np.array([g.intended_class for g in galaxies]),
                   seed=np.array([g.seed for g in galaxies], dtype=np.int64),
-                  # with intended_class: simulate_candidate(spec, cls, index) regenerates the galaxy
+                  # regenerates the galaxy: simulate_population_candidate(spec, index) (continuous),
+                  # simulate_candidate(spec, intended_class, index) (recipes)
                   candidate_index=np.array([g.index for g in galaxies], dtype=np.int64),
                   mag_r=np.array([g.galaxy["mag_r"] for g in galaxies]))
     fields.update(_measurement_fields(galaxies))
