@@ -90,6 +90,10 @@ ENV_PROCESS_ID = "JAX_PROCESS_ID"
 # process stops with an error (JAX's default: 100). Tests set a few seconds.
 ENV_HEARTBEAT_TIMEOUT = "JAXROBUST_HEARTBEAT_TIMEOUT_S"
 ENV_INIT_TIMEOUT = "JAXROBUST_INIT_TIMEOUT_S"  # seconds to wait for all processes (JAX: 300)
+# Seconds the processes wait for each other at exit (JAX: 300). Process 0 finishes last (it
+# writes the figures), so this must exceed its extra work; a process that ends on an error
+# makes the others wait this long in their next collective before they stop too.
+ENV_SHUTDOWN_TIMEOUT = "JAXROBUST_SHUTDOWN_TIMEOUT_S"
 
 
 def _env_int(name: str) -> int | None:
@@ -105,25 +109,28 @@ def _env_int(name: str) -> int | None:
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
                            process_id: int | None = None, local_device_ids=None,
                            heartbeat_timeout_s: int | None = None,
-                           initialization_timeout_s: int | None = None) -> None:
+                           initialization_timeout_s: int | None = None,
+                           shutdown_timeout_s: int | None = None) -> None:
     """Joins this process to a multi-process JAX run (`jax.distributed.initialize`).
 
     Arguments left None come from the environment: JAX_COORDINATOR_ADDRESS (host:port of
     process 0), JAX_NUM_PROCESSES, JAX_PROCESS_ID, JAX_LOCAL_DEVICE_IDS (comma separated),
-    JAXROBUST_HEARTBEAT_TIMEOUT_S and JAXROBUST_INIT_TIMEOUT_S; what is still unset JAX detects
-    on a managed cluster (SLURM, Open MPI, Kubernetes). Must run before anything touches a
-    device. CPU devices talk through gloo (XLA:CPU's cross-process collectives).
+    JAXROBUST_HEARTBEAT_TIMEOUT_S, JAXROBUST_INIT_TIMEOUT_S and JAXROBUST_SHUTDOWN_TIMEOUT_S;
+    what is still unset JAX detects on a managed cluster (SLURM, Open MPI, Kubernetes). Must
+    run before anything touches a device. CPU devices talk through gloo (XLA:CPU's cross-process collectives).
     """
     num_processes = num_processes if num_processes is not None else _env_int(ENV_NUM_PROCESSES)
     process_id = process_id if process_id is not None else _env_int(ENV_PROCESS_ID)
     heartbeat = heartbeat_timeout_s if heartbeat_timeout_s is not None else _env_int(ENV_HEARTBEAT_TIMEOUT)
     init_timeout = initialization_timeout_s if initialization_timeout_s is not None else _env_int(ENV_INIT_TIMEOUT)
+    shutdown = shutdown_timeout_s if shutdown_timeout_s is not None else _env_int(ENV_SHUTDOWN_TIMEOUT)
     # without gloo, XLA:CPU has no cross-process collectives ("none" in older jaxlibs)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     options = {}
     if heartbeat is not None:
         options["heartbeat_timeout_seconds"] = heartbeat
-        options["shutdown_timeout_seconds"] = heartbeat
+    if shutdown is not None:
+        options["shutdown_timeout_seconds"] = shutdown
     if init_timeout is not None:
         options["initialization_timeout"] = init_timeout
     try:

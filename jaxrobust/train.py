@@ -170,15 +170,16 @@ def host_batches(arrays: dict, rows: np.ndarray, target_rows: np.ndarray | None,
     Same rows and masks as the device path, so both give the same losses.
     """
     batch_size = rows.shape[1]
+    here = parallel.local_row_slice(sharding, batch_size)  # this process's rows of each batch
 
     def make(step):
-        idx = rows[step]
-        mask = ((step * batch_size + np.arange(batch_size)) < n).astype(np.float32)
+        idx = rows[step][here]
+        mask = ((step * batch_size + np.arange(batch_size)) < n).astype(np.float32)[here]
         batch = {"image": arrays["y10"][idx], "label": arrays["labels"][idx], "mask": mask}
         if spec.domain_adaptation:
-            batch["target_image"] = arrays["y1"][target_rows[step]]
+            batch["target_image"] = arrays["y1"][target_rows[step][here]]
             batch["target_mask"] = mask
-        return jax.device_put(batch, sharding)
+        return parallel.put_rows(batch, sharding, batch_size)
 
     q: queue.Queue = queue.Queue(maxsize=prefetch)
 
@@ -342,11 +343,15 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     from jaxrobust.data import load_prepared
 
     check_config(config)
+    main = parallel.is_main_process()  # files, logs and progress come from process 0 only
+    if not main:
+        progress, log = False, lambda *_: None
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t = config.train
     data = data if data is not None else load_prepared(config.data.source, config)
-    _write_config(workdir, config, resume)
+    if main:
+        _write_config(workdir, config, resume)
     model = build_model(config.model.name, config.model.latent_dim, config.model.num_classes)
     mesh = parallel.make_mesh()
     parallel.check_divisible(t.batch_size, mesh)
@@ -363,9 +368,10 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     if resume and checkpoint.latest_step(workdir) is not None:
         state, meta = checkpoint.restore(workdir, "latest", checkpoint.abstract_like(state))
         stopper = EarlyStopping(t.early_stopping, int(t.patience), meta["stopper_best"], meta["stopper_counter"])
-        _truncate_metrics(workdir, meta["epoch"])
+        if main:
+            _truncate_metrics(workdir, meta["epoch"])
         log(f"resuming {workdir} after epoch {meta['epoch'] + 1}")
-    elif not resume:  # a fresh run: no metrics or checkpoints of an earlier run in this folder
+    elif not resume and main:  # a fresh run: no metrics or checkpoints of an earlier run in this folder
         _metrics_path(workdir).unlink(missing_ok=True)
         shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
 
@@ -383,7 +389,8 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
         step_fn = make_device_step(model, tx, spec, class_w, dropout_key, mesh, n, t.batch_size)
     else:
         step_fn = make_host_step(model, tx, spec, class_w, dropout_key, mesh)
-    predict = make_predict(model, t.eval_batch_size, mesh)
+    # every process validates on its own devices: no cross-process traffic, the same numbers
+    predict = make_predict(model, t.eval_batch_size, parallel.local_mesh())
     summary, last = {}, {}
     for epoch in range(meta["epoch"] + 1, t.epochs):
         if meta["stopped"]:
@@ -418,10 +425,11 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
             raise TrainingDiverged(
                 f"loss became {record['train_loss']} in epoch {epoch + 1}; stopped. {kept}; lower "
                 "train.learning_rate or check the data for extreme values")
-        record.update(validation_scores(predict, state.variables, data, weights))
+        record.update(validation_scores(predict, parallel.localize(state.variables), data, weights))
         record["seconds"] = round(time.perf_counter() - start, 3)
         record["images_per_second"] = round(n * (2 if spec.domain_adaptation else 1) / record["seconds"], 1)
-        _append_metrics(workdir, record)
+        if main:
+            _append_metrics(workdir, record)
         last = {"loss": f"{record['train_loss']:.3f}", "acc": f"{record['train_acc']:.3f}",
                 "val_acc": f"{record['val_acc_y10']:.3f}"}
         stop = stopper.update(record["val_loss"])
@@ -443,8 +451,9 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     if history:
         from jaxrobust import plots
 
-        plots.training_curves(workdir / "figures" / "training_curves.png", history,
-                              title=f"{config.model.name}, {'DA' if spec.domain_adaptation else 'regular'}")
+        if main:
+            plots.training_curves(workdir / "figures" / "training_curves.png", history,
+                                  title=f"{config.model.name}, {'DA' if spec.domain_adaptation else 'regular'}")
         summary = dict(history[-1], best_epoch=meta["best_epoch"], best_val_acc_y10=meta["best_acc"],
                        epochs_run=len(history), placement=placement)
     return summary
