@@ -41,7 +41,9 @@ def evaluate_run(run_dir, data, series: str = "best", log=print) -> dict:
 
     run_dir = Path(run_dir)
     model, variables, config = checkpoint.load_variables(run_dir, series)
-    predict = make_predict(model, int(config.train.eval_batch_size), parallel.make_mesh())
+    # several processes: each predicts on its own devices (the same numbers); process 0 writes
+    predict = make_predict(model, int(config.train.eval_batch_size), parallel.local_mesh())
+    variables = parallel.localize(variables)
     labels = data.labels["test"]
     results, arrays = {}, {"labels": labels}
     for depth in store.DEPTHS:
@@ -52,6 +54,8 @@ def evaluate_run(run_dir, data, series: str = "best", log=print) -> dict:
         arrays[f"probabilities_{depth.lower()}"] = probs.astype(np.float32)
         arrays[f"predicted_{depth.lower()}"] = predicted
         arrays[f"latent_{depth.lower()}"] = latent
+    if not parallel.is_main_process():
+        return results
     io.atomic_save_npz(run_dir / "predictions.npz", **{k: v for k, v in arrays.items() if not k.startswith("latent")})
     io.atomic_save_npz(run_dir / "latents.npz", labels=labels,
                           **{k: v for k, v in arrays.items() if k.startswith("latent")})
