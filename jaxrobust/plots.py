@@ -30,6 +30,19 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _finish(fig, path: Path, title: str) -> Path:
+    """Overall title, tight layout, saved (the last steps of every multi-panel figure)."""
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _fraction_hist(ax, values: np.ndarray, bins, colour: str, label: str) -> None:
+    """A histogram whose bars sum to 1 over `values` (paper §5.3 normalises its histograms so)."""
+    ax.hist(values, bins=bins, weights=np.full(values.size, 1.0 / values.size), color=colour, alpha=0.6,
+            label=label)
+
+
 def rgb_composite(image_hwc: np.ndarray) -> np.ndarray:
     """Stretched (g, r, i) stamp in [0, 1]-ish -> RGB with i as red and g as blue."""
     rgb = image_hwc[..., ::-1]
@@ -106,9 +119,7 @@ def training_curves(path: Path, history: list[dict], title: str = "") -> Path:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path, title)
 
 
 def confusion_matrices(path: Path, matrices: list, titles: list[str], class_names=CLASS_NAMES) -> Path:
@@ -241,17 +252,14 @@ def distance_histograms(path: Path, panels: list[dict], title: str = "") -> Path
             d = np.asarray(panel[key])
             if d.size == 0:
                 continue
-            weights = np.full(d.size, 1.0 / d.size)  # normalised to sum to 1 (paper §5.3)
-            ax.hist(d, bins=panel["bins"], weights=weights, color=colour, alpha=0.6, label=f"{label} (n={d.size})")
+            _fraction_hist(ax, d, panel["bins"], colour, f"{label} (n={d.size})")
             ax.axvline(np.mean(d), color="#bc5090", ls=style, lw=1.6, label=f"{label} mean {np.mean(d):.2f}")
             ax.axvline(np.median(d), color="#1f5fbf", ls=style, lw=1.6, label=f"{label} median {np.median(d):.2f}")
         ax.set_title(f"{panel['title']}   JS = {panel['js']:.2f}")
         ax.set_xlabel("Euclidean distance in latent space $d_E$")
         ax.set_ylabel("fraction of images")
         ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path, title)
 
 
 # --- Exhaustive one-pixel scan (jaxrobust/scan.py) ---
@@ -281,9 +289,7 @@ def scan_vulnerability(path: Path, image: np.ndarray, vulnerability: np.ndarray,
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path, title)
 
 
 def scan_flip_counts(path: Path, panels: dict, size: int, title: str = "") -> Path:
@@ -300,14 +306,12 @@ def scan_flip_counts(path: Path, panels: dict, size: int, title: str = "") -> Pa
             counts = np.asarray(arms.get(key, []), float)
             if counts.size == 0:
                 continue
-            ax.hist(np.log10(1 + counts), bins=edges, weights=np.full(counts.size, 1.0 / counts.size),
-                    color=colour, alpha=0.6, label=f"{label} (n={counts.size}, median {np.median(counts):.0f})")
+            _fraction_hist(ax, np.log10(1 + counts), edges, colour,
+                           f"{label} (n={counts.size}, median {np.median(counts):.0f})")
         ticks = [t for t in (0, 1, 10, 100, 1000, 10000) if t <= size]
         ax.set_xticks(np.log10(1 + np.asarray(ticks, float)), [str(t) for t in ticks])
         ax.set_title(name)
         ax.set_xlabel("flipping pixels per image")
         ax.set_ylabel("fraction of images")
         ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, path, title)
