@@ -226,7 +226,7 @@ def figures(out_dir: Path, populations: dict) -> list[str]:
     fig.suptitle("Y10 g, r, i stamps per label (old recipes above, continuous population below)", fontsize=10)
     fig.tight_layout()
     paths.append(out_dir / "data_realism_preview.png")
-    fig.savefig(paths[1], dpi=110)
+    fig.savefig(paths[1], dpi=60)  # noisy stamps compress badly: keep the PNG small
     plt.close(fig)
     return [str(p) for p in paths]
 
