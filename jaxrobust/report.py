@@ -155,7 +155,8 @@ def scan_section(runs: list[RunArtifacts], figures: Path, analysis_config) -> di
         counts = arrays["flipping_pixels_any"] if targeted else arrays["flipping_pixels_untargeted"]
         order = np.flatnonzero(attacked & (counts > 0)).tolist() + np.flatnonzero(attacked & (counts == 0)).tolist()
         for i in order[: int(analysis_config.church_windows)]:
-            vulnerability, flipping = scan.vulnerability_map(arrays, i, targeted)
+            threshold = arrays["target_threshold"] if targeted else arrays["untargeted_threshold"]
+            vulnerability, flipping = scan.vulnerability_map(arrays, i, float(threshold), targeted)
             de_pixel = run.attack["pixel"][i, :2].astype(int) if run.attack["success"][i] else None
             name = f"scan_{run.name.lower()}_{i}.png"
             plots.scan_vulnerability(figures / name, arrays["images"][i], vulnerability, flipping,

@@ -578,20 +578,21 @@ def de_vs_exhaustive(attack: dict, scan: dict, targeted: bool) -> dict:
             "n_colours": int(scan["colours"].shape[1])}
 
 
-def vulnerability_map(arrays: dict, i: int, targeted: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def vulnerability_map(arrays: dict, i: int, threshold: float, targeted: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(vulnerability (H, W), flipping (H, W) bool) of scanned image i, for the figures.
 
     Targeted: the highest probability of another class over the colours, and the pixels where
-    it passes the target threshold. Untargeted: 1 - the lowest true-class probability, and the
-    pixels where that probability falls below the untargeted threshold.
+    it passes `threshold` (attack.target_threshold). Untargeted: 1 - the lowest true-class
+    probability, and the pixels where that probability falls below `threshold`
+    (attack.untargeted_threshold).
     """
     label = int(arrays["labels"][i])
     if targeted:
         others = np.delete(arrays["max_probability"][i], label, axis=0)
         vulnerability = others.max(0)
-        return vulnerability, vulnerability > float(arrays["target_threshold"])
+        return vulnerability, vulnerability > threshold
     lowest = arrays["min_true_probability"][i]
-    return 1.0 - lowest, lowest < float(arrays["untargeted_threshold"])
+    return 1.0 - lowest, lowest < threshold
 
 
 def de_vs_exhaustive_markdown(rows: dict, colours: str) -> str:

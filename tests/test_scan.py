@@ -383,3 +383,20 @@ def test_sharded_scan_equals_one_device():
                PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_vulnerability_map_and_figures(tmp_path):
+    from jaxrobust import plots
+
+    rng = np.random.default_rng(0)
+    arrays = {"labels": np.array([1]), "max_probability": rng.uniform(0, 0.7, (1, 3, 10, 10)),
+              "min_true_probability": rng.uniform(0, 0.2, (1, 10, 10))}
+    vulnerability, flipping = scan.vulnerability_map(arrays, 0, 0.5)
+    np.testing.assert_array_equal(vulnerability, np.maximum(arrays["max_probability"][0, 0], arrays["max_probability"][0, 2]))
+    np.testing.assert_array_equal(flipping, vulnerability > 0.5)
+    vulnerability, flipping = scan.vulnerability_map(arrays, 0, 0.05, targeted=False)
+    np.testing.assert_array_equal(flipping, arrays["min_true_probability"][0] < 0.05)
+    assert plots.scan_vulnerability(tmp_path / "v.png", rng.uniform(size=(10, 10, 3)), vulnerability, flipping,
+                                    "t", (2, 3)).stat().st_size > 0
+    panels = {"towards spiral": {"regular": np.array([0, 3, 50]), "da": np.array([1, 2])}}
+    assert plots.scan_flip_counts(tmp_path / "c.png", panels, 100).stat().st_size > 0
