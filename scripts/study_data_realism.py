@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, if not installed
 
 from jaxrobust.config import load_config  # noqa: E402
-from jaxrobust.data import catalogue, morphology, simulate  # noqa: E402
+from jaxrobust.data import catalogue, simulate  # noqa: E402
 
 CLASS_NAMES = simulate.CLASS_NAMES
 # Today's quick dataset before issue 13: the recipes, labelled on the Y10 i-band stamp, r = 17-20.5.
