@@ -133,7 +133,7 @@ def da_step_vs_cpu(name: str = "convnet", batch: int = 8) -> dict:
     weights = np.asarray(losses.class_weights(labels), np.float32)
 
     init = jax.jit(lambda k: train.create_state(model, tx, k, (H, W, 3)))
-    step = jax.jit(partial(train.train_step, spec=spec, class_weights=weights,
+    step = jax.jit(partial(train.train_step, spec=spec, class_weights=jnp.asarray(weights),
                            dropout_key=jax.random.key(1)))  # one jit: on a CPU-only machine one compile
 
     def run(device):

@@ -52,6 +52,7 @@ for depth in ("Y10", "Y1"):
     data.images[depth, "train"] = data.images[depth, "train"].view(Recording)
 config = syn.tiny_config(epochs={epochs}, data_placement="host", early_stopping="none")
 log = lambda message: print("LOG " + message, flush=True)
+print("TRAINING", flush=True)
 train.train_and_evaluate(config, {workdir!r}, data=data, progress=True, log=log)
 print("READS " + json.dumps(READS), flush=True)
 
@@ -184,8 +185,11 @@ def test_a_dead_process_stops_the_other_with_an_error(tmp_path):
         out0, err0 = outputs(tmp_path, "run", 0)
         err1 = outputs(tmp_path, "run", 1)[1]
         deadline = time.monotonic() + 300
-        while not lines(out0, "LOG epoch"):  # both processes are training
-            assert time.monotonic() < deadline, "no epoch finished: " + log_text(err0)
+        # both processes have joined and entered training (compiling, or in the step's collectives);
+        # waiting for a finished epoch instead fails on a loaded machine for another reason:
+        # gloo gives a process 30 s to join a collective (see docs/distributed.md)
+        while not (lines(out0, "TRAINING") and lines(outputs(tmp_path, "run", 1)[0], "TRAINING")):
+            assert time.monotonic() < deadline, "training did not start: " + log_text(err0)
             assert procs[0].poll() is None and procs[1].poll() is None, log_text(err0) + log_text(err1)
             time.sleep(0.2)
         os.kill(procs[1].pid, signal.SIGKILL)
