@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust import incremental, io, parallel
+from jaxrobust import incremental, parallel, provenance
 from jaxrobust.candidates import NUM_GENES, decode, perturb
 from jaxrobust.data import store
 from jaxrobust.predict import make_predict, probabilities
@@ -403,6 +403,7 @@ def attack_run(run_dir, data, config=None, progress: bool = True, log=print) -> 
     from jaxrobust.rng import stream_key
 
     run_dir = Path(run_dir)
+    provenance.check_writable(run_dir, "--workdir")  # before the attack, not after it
     model, variables, run_config = checkpoint.load_variables(run_dir)
     config = config or run_config
     spec = AttackSpec.from_config(config)
@@ -413,16 +414,15 @@ def attack_run(run_dir, data, config=None, progress: bool = True, log=print) -> 
     seconds = time.perf_counter() - start
     out["test_index"] = index
     main = parallel.is_main_process()  # every process holds every result; process 0 writes them
-    if main:
-        io.atomic_save_npz(run_dir / "attack.npz", **out)
     evaluations = int(((out["generations_per_target"] >= 0) * (out["generations_per_target"].clip(0) + 1)).sum()
                       * spec.population) if spec.targeted else int((out["generations"] + 1)[out["attacked"]].sum() * spec.population)
     info = {"attack_config": config.attack.to_dict(), "seed": int(config.seed), "images": int(len(labels)),
             "attacked": int(out["attacked"].sum()), "successful": int(out["success"].sum()),
             "seconds": round(seconds, 2), "candidate_evaluations": evaluations,
             "candidates_per_second": round(evaluations / seconds, 1)}
-    if main:
-        io.atomic_write_json(run_dir / "attack.json", info)
+    if main:  # one unit: both files carry one id and the checkpoint they came from (provenance.py)
+        source = provenance.checkpoint_source(run_dir, checkpoint.read_meta(run_dir, "best"))
+        provenance.write_unit(run_dir, "attack", source, npz={"attack.npz": out}, json_files={"attack.json": info})
         log(f"{run_dir}: {info['successful']}/{info['attacked']} flipped in {seconds:.1f} s "
             f"({info['candidates_per_second']:.0f} candidates/s)")
     return info

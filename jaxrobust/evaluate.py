@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
-from jaxrobust import checkpoint, io, parallel
+from jaxrobust import checkpoint, parallel, provenance
 from jaxrobust.config import CLASS_NAMES
 from jaxrobust.predict import make_predict, probabilities
 from jaxrobust.data import store
@@ -56,10 +56,12 @@ def evaluate_run(run_dir, data, series: str = "best", log=print) -> dict:
         arrays[f"latent_{depth.lower()}"] = latent
     if not parallel.is_main_process():
         return results
-    io.atomic_save_npz(run_dir / "predictions.npz", **{k: v for k, v in arrays.items() if not k.startswith("latent")})
-    io.atomic_save_npz(run_dir / "latents.npz", labels=labels,
-                          **{k: v for k, v in arrays.items() if k.startswith("latent")})
-    io.atomic_write_json(run_dir / "evaluation.json", results)
+    # one unit: the three files carry one id and the checkpoint they came from (provenance.py)
+    source = provenance.checkpoint_source(run_dir, checkpoint.read_meta(run_dir, series))
+    provenance.write_unit(run_dir, "evaluate", source, npz={
+        "predictions.npz": {k: v for k, v in arrays.items() if not k.startswith("latent")},
+        "latents.npz": dict(labels=labels, **{k: v for k, v in arrays.items() if k.startswith("latent")})},
+        json_files={"evaluation.json": results})
     plots.confusion_matrices(run_dir / "figures" / "confusion_matrices.png",
                              [results["Y10"]["confusion"], results["Y1"]["confusion"]],
                              ["Y10 test", "Y1 test"], CLASS_NAMES)

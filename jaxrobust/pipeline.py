@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrobust import attack, checkpoint, evaluate, io, plots, report, robustness, scan, train
+from jaxrobust import attack, checkpoint, evaluate, io, plots, provenance, report, robustness, scan, train
 from jaxrobust import config as config_lib
 from jaxrobust.data import ensure_simulated, load_prepared, preprocess, store
 
@@ -70,10 +70,11 @@ def run_variant(config, run_dir: Path, data, log=print) -> None:
     """Train (or resume), evaluate and attack one variant; each step skipped when current."""
     run_dir = Path(run_dir)
     name = run_dir.name
-    if training_finished(run_dir, config):
+    same_data = provenance.same_data(run_dir, data)  # a re-simulated dataset: train again
+    if training_finished(run_dir, config) and same_data:
         log(f"[{name}] training finished earlier: skipped")
     else:
-        resume = same_training(run_dir, config) and checkpoint.latest_step(run_dir) is not None
+        resume = same_training(run_dir, config) and same_data and checkpoint.latest_step(run_dir) is not None
         log(f"[{name}] {'resuming' if resume else 'training'} {config.model.name}")
         train.train_and_evaluate(config, run_dir, data, resume=resume, log=log)
     best = run_dir / "checkpoints" / "best"

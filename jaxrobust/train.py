@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrobust import checkpoint, io, losses, parallel
+from jaxrobust import checkpoint, io, losses, parallel, provenance
 from jaxrobust.predict import make_predict
 from jaxrobust.progress import progress_bar
 from jaxrobust.models import build_model, uses_dropout
@@ -267,11 +267,24 @@ def _metrics_path(workdir: Path) -> Path:
     return Path(workdir) / "metrics.jsonl"
 
 
-def read_metrics(workdir: Path) -> list[dict]:
+def read_metrics(workdir: Path, log=None) -> list[dict]:
+    """The rows of metrics.jsonl. A torn last line (a kill mid-write) is dropped, with a note to
+    `log` when given: its epoch has no checkpoint, so a resume redoes it."""
     path = _metrics_path(workdir)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not valid JSON ({err}); the run folder is "
+                                 "damaged: retrain with `jaxrobust train ... --overwrite`") from err
+            if log is not None:
+                log(f"{path}: dropped its torn last line (an interrupted write)")
+    return rows
 
 
 def _append_metrics(workdir: Path, record: dict) -> None:
@@ -280,8 +293,8 @@ def _append_metrics(workdir: Path, record: dict) -> None:
         handle.flush()
 
 
-def _truncate_metrics(workdir: Path, last_epoch: int) -> None:
-    kept = [r for r in read_metrics(workdir) if r["epoch"] <= last_epoch]
+def _truncate_metrics(workdir: Path, last_epoch: int, log=print) -> None:
+    kept = [r for r in read_metrics(workdir, log) if r["epoch"] <= last_epoch]
     io.atomic_write_bytes(_metrics_path(workdir), "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
@@ -351,6 +364,7 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     t = config.train
     data = data if data is not None else load_prepared(config.data.source, config)
     if main:
+        provenance.start_run(workdir, data, resume=resume, log=log)  # the data's fingerprint, a run id
         _write_config(workdir, config, resume)
     model = build_model(config.model.name, config.model.latent_dim, config.model.num_classes)
     mesh = parallel.make_mesh()
@@ -369,9 +383,11 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
         state, meta = checkpoint.restore(workdir, "latest", checkpoint.abstract_like(state))
         stopper = EarlyStopping(t.early_stopping, int(t.patience), meta["stopper_best"], meta["stopper_counter"])
         if main:
-            _truncate_metrics(workdir, meta["epoch"])
+            _truncate_metrics(workdir, meta["epoch"], log)
         log(f"resuming {workdir} after epoch {meta['epoch'] + 1}")
-    elif not resume and main:  # a fresh run: no metrics or checkpoints of an earlier run in this folder
+    elif main:  # a fresh run: no metrics or checkpoints of an earlier run in this folder
+        if resume:
+            log(f"{workdir}: no checkpoint to resume from (stopped before its first epoch ended): starting over")
         _metrics_path(workdir).unlink(missing_ok=True)
         shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
 
