@@ -17,9 +17,9 @@ and towards any other class, the paper's targeted protocol); the best pixel and 
 
 Colour sets (`colour_set`; config `scan.colours`, CLI `--colours`), in the stretched units the
 model sees, clipped to [0, 1] as the attack's genes are:
-  corners   the 8 corners of the RGB cube {0, 1}^3 (default): the extreme colours, the ones
-            exhaustive one-pixel searches start from (Su et al. 2019 report that one-pixel
-            adversaries favour extreme values)
+  corners   the 8 corners of the RGB cube {0, 1}^3 (default): the extremes of the range the
+            attack's colour genes are clipped to, where a single pixel departs most from a
+            galaxy's smooth light (our choice of default; issue 16)
   minmax    per image, the 8 combinations of each band's own min and max over the image:
             colours that blend into the image's range
   grid:K    the K^3 colours of a regular grid of [0, 1]^3 (K >= 2; grid:2 is the corners)
@@ -193,10 +193,10 @@ def scan_with_evaluator(evaluator, images: np.ndarray, labels: np.ndarray, colou
                         spec: AttackSpec | None = None, mesh=None, images_per_call: int = 0,
                         colours_per_call: int = 0, progress: bool = False,
                         on_batch: Callable | None = None) -> dict:
-    """The exhaustive scan with a given evaluator (attack.FullEvaluator, IncrementalEvaluator, ...).
+    """The exhaustive scan with a given evaluator (candidates.FullEvaluator, IncrementalEvaluator, ...).
 
     Args:
-      evaluator: scores candidates like the attack's evaluators (prepare, probabilities, chunk).
+      evaluator: a candidates.CandidateEvaluator (prepare, score, probabilities, chunk).
       images: (N, H, W, 3) stretched clean images.
       labels: (N,) true classes.
       colours: (K, 3) one set for all images, or (N, K, 3) per image; values in [0, 1].

@@ -222,8 +222,7 @@ def test_an_image_invulnerable_under_a_set_is_never_flipped_by_de_restricted_to_
     assert res.fitness[0] <= out["best_probability"][0, 2] + 1e-6
     row, col, rgb = candidates.decode(restricted.restrict(jnp.asarray(res.genes)), P, P)
     assert any(np.allclose(np.asarray(rgb[0]), c) for c in corners)
-    assert res.fitness[0] == pytest.approx(out["max_probability"][0, 2, int(row[0]), int(col[0])], abs=1e-6) or \
-        res.fitness[0] < out["max_probability"][0, 2, int(row[0]), int(col[0])]
+    assert res.fitness[0] <= out["max_probability"][0, 2, int(row[0]), int(col[0])] + 1e-6  # its colour is one scanned
     # the control: with TARGET in the set the scan flips one pixel, and the restricted DE finds it
     with_target = np.concatenate([corners, TARGET[None]])
     res = attack.run_attack(scan.ColourSetEvaluator(full, with_target), grey(), np.array([2]), np.array([0]),
@@ -400,3 +399,18 @@ def test_vulnerability_map_and_figures(tmp_path):
                                     "t", (2, 3)).stat().st_size > 0
     panels = {"towards spiral": {"regular": np.array([0, 3, 50]), "da": np.array([1, 2])}}
     assert plots.scan_flip_counts(tmp_path / "c.png", panels, 100).stat().st_size > 0
+
+
+def test_compilation_cache_switch(tmp_path, monkeypatch):
+    """CLI runs use JAX's persistent compilation cache in a documented folder; =0 turns it off."""
+    from jaxrobust import cli
+
+    monkeypatch.setenv(cli.COMPILATION_CACHE_ENV, "0")
+    assert cli.enable_compilation_cache() is None
+    code = ("from jaxrobust import cli; import jax; folder = cli.enable_compilation_cache(); "
+            "print(folder, jax.config.jax_compilation_cache_dir)")
+    for setting, expected in ((str(tmp_path / "xla"), tmp_path / "xla"), ("", tmp_path / "home" / "jaxrobust" / "jax")):
+        env = dict(os.environ, JAXROBUST_COMPILATION_CACHE=setting, XDG_CACHE_HOME=str(tmp_path / "home"))
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split() == [str(expected), str(expected)]
