@@ -275,7 +275,7 @@ def scan_vulnerability(path: Path, image: np.ndarray, vulnerability: np.ndarray,
     fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.6))
     axes[0].imshow(rgb_composite(np.asarray(image, np.float32)), interpolation="nearest")
     axes[0].set_title("galaxy (Y10, g r i as blue green red)")
-    shown = axes[1].imshow(vulnerability, vmin=0.0, vmax=1.0, cmap="magma", interpolation="nearest")
+    shown = axes[1].imshow(vulnerability, cmap="magma", interpolation="nearest")  # own range: shows weak spots too
     rows, cols = np.nonzero(flipping)
     axes[1].scatter(cols, rows, s=14, facecolors="none", edgecolors="#00e5ff", linewidths=0.8, marker="s",
                     label=f"{rows.size} flipping pixels")
