@@ -42,8 +42,9 @@ def describe(err: BaseException) -> str | None:
     if _raised_in(err, ("orbax", "tensorstore")):
         return _checkpoint_message(err)
     if type(err).__name__ == "ScopeParamShapeError" or _raised_in(err, ("flax",)) and "shape" in str(err).lower():
-        return (f"the run's model does not fit these images ({_first_line(err)}); evaluate or attack with "
-                "the dataset the run was trained on (images of the same size)")
+        return (f"{_where(_path_in_traceback(err))}: the run's model does not fit these images "
+                f"({_first_line(err)}); evaluate or attack with the dataset the run was trained on "
+                "(images of the same size)")
     if isinstance(err, (json.JSONDecodeError, UnicodeDecodeError)):
         path = _path_in_traceback(err)
         what = "torn mid-line" if path is not None and path.suffix == ".jsonl" else "truncated or corrupt"

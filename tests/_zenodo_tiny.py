@@ -8,6 +8,12 @@ pairing check has something to recognise.
 """
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
 from jaxrobust.data import store
@@ -17,7 +23,7 @@ SUBSAMPLE = 6
 SIDE = 32
 # ConvNet, 2 epochs, batch 8, small attack and analysis: seconds on a CPU once compiled.
 ATTACK_ARGS = ("attack.n_images=3", "attack.population=8", "attack.max_generations=2",
-               "attack.block_generations=1", "attack.images_per_call=2", "attack.evaluator=full")
+               "attack.block_generations=1", "attack.tasks_per_call=2", "attack.evaluator=full")
 ANALYSIS_ARGS = ("analysis.isomap_points=8", "analysis.church_windows=1", "analysis.bootstrap=10",
                  "analysis.animation=False", "analysis.isomap_neighbors=3")
 TRAIN_ARGS = ("train.epochs=2", "train.batch_size=8", "train.eval_batch_size=8", "train.learning_rate=1e-3",
@@ -57,3 +63,19 @@ def write_dataset(root, seed: int = 0, side: int = SIDE) -> None:
             test = y10, y1, labels
     pick = np.sort(rng.choice(SIZES["test"], SUBSAMPLE, replace=False))
     store.write_subsample(root, test[0][pick], test[1][pick], test[2][pick], pick)
+
+
+@functools.cache
+def shared_run() -> tuple[Path, Path]:
+    """(dataset folder, run folder): a run trained, evaluated and attacked through the command
+    line once per test process (test_bad_inputs and test_kill share it). Do not modify: copy."""
+    from jaxrobust.cli import main
+
+    root = Path(tempfile.mkdtemp(prefix="jaxrobust_zenodo_tiny_"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    dataset, run = root / "zenodo", root / "run"
+    write_dataset(dataset)
+    assert main(["train", "--data", str(dataset), "--workdir", str(run), *TRAIN_ARGS]) == 0
+    assert main(["evaluate", "--workdir", str(run)]) == 0
+    assert main(["attack", "--workdir", str(run), *ATTACK_ARGS]) == 0
+    return dataset, run

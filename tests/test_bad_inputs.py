@@ -1,8 +1,8 @@
 """Bad inputs and damaged run folders through the command line: each a sentence, exit code 2.
 
 One tiny run (tests/_zenodo_tiny.py: 32 x 32 stamps, ConvNet, 2 epochs, a 3-image attack) is
-trained, evaluated and attacked once per module through `jaxrobust.cli.main`; every case
-copies what it damages. Each case asserts the exit code, that the message names the file or key
+trained, evaluated and attacked once per test process through `jaxrobust.cli.main`
+(`_zenodo_tiny.shared_run`, shared with test_kill); every case copies what it damages. Each case asserts the exit code, that the message names the file or key
 and says what to do, and that no traceback is printed.
 """
 from __future__ import annotations
@@ -48,20 +48,14 @@ def refused(capsys, *argv, names=(), says=()) -> str:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "zenodo"
-    tiny.write_dataset(root)
-    return root
+def dataset() -> Path:
+    return tiny.shared_run()[0]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, dataset) -> Path:
+def run() -> Path:
     """A trained, evaluated and attacked run on `dataset` (do not modify: copy it)."""
-    workdir = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["train", "--data", str(dataset), "--workdir", str(workdir), *tiny.TRAIN_ARGS]) == 0
-    assert main(["evaluate", "--workdir", str(workdir)]) == 0
-    assert main(["attack", "--workdir", str(workdir), *tiny.ATTACK_ARGS]) == 0
-    return workdir
+    return tiny.shared_run()[1]
 
 
 def copy_of(folder: Path, tmp_path: Path, name: str | None = None) -> Path:
@@ -142,6 +136,16 @@ def test_images_of_another_size_than_the_model_are_refused(capsys, run, tmp_path
     tiny.write_dataset(small, side=16)
     refused(capsys, "evaluate", "--workdir", run, "--data", small, "--force",
             names=[small], says=["16 x 16 x 3", "32 x 32 x 3"])
+
+
+def test_a_model_that_does_not_fit_the_images_is_a_sentence_without_provenance(capsys, run, tmp_path):
+    """A run from before provenance.json: flax's shape error becomes the sentence."""
+    work = copy_of(run, tmp_path)
+    (work / "provenance.json").unlink()
+    small = tmp_path / "small"
+    tiny.write_dataset(small, side=16)
+    refused(capsys, "evaluate", "--workdir", work, "--data", small, names=[work],
+            says=["does not fit these images", "dataset"])
 
 
 def test_simulate_into_a_complete_dataset_is_refused(capsys, tmp_path):
