@@ -222,12 +222,16 @@ def test_preparing_a_100mb_memmap_holds_one_copy(tmp_path):
     rng = np.random.default_rng(0)
     n_train, hw = 420, 100  # 2 x 420 x 3 x 100 x 100 x 4 B = 100.8 MB of training images
     for split, n in (("train", n_train), ("valid", 4), ("test", 4)):
-        for depth in ("Y10", "Y1"):
-            mm = np.lib.format.open_memmap(tmp_path / f"images_{depth}_{split}.npy", "w+", np.float32, (n, 3, hw, hw))
-            for start in range(0, n, 64):
-                mm[start:start + 64] = rng.standard_normal((len(mm[start:start + 64]), 3, hw, hw), np.float32) + 3.0
+        maps = {d: np.lib.format.open_memmap(tmp_path / f"images_{d}_{split}.npy", "w+", np.float32, (n, 3, hw, hw))
+                for d in ("Y10", "Y1")}
+        for start in range(0, n, 64):
+            stamps = rng.standard_normal((len(maps["Y10"][start:start + 64]), 3, hw, hw), np.float32) + 3.0
+            maps["Y10"][start:start + 64] = stamps
+            # Y1: the same stamps with more noise (store checks the two hold the same galaxies)
+            maps["Y1"][start:start + 64] = stamps + rng.standard_normal(stamps.shape, np.float32)
+        for mm in maps.values():
             mm.flush()
-            del mm
+        del maps, mm
         np.save(tmp_path / f"labels_{split}.npy", np.eye(3, dtype=np.int64)[np.arange(n) % 3])
     tracemalloc.start()
     try:
