@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections import deque
-from typing import Callable, NamedTuple
+from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust import incremental, parallel, provenance
+from jaxrobust import checkpoint, incremental, parallel, provenance
 from jaxrobust.candidates import NUM_GENES, decode, perturb
 from jaxrobust.data import store
 from jaxrobust.predict import make_predict, probabilities
 from jaxrobust.progress import progress_bar
+from jaxrobust.rng import stream_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +50,7 @@ class AttackSpec:
     target_threshold: float = 0.5  # targeted success: p(target) > threshold
     untargeted_threshold: float = 0.05  # untargeted success: p(true) < threshold
     block_generations: int = 8  # generations per jitted call between refills
-    tasks_per_call: int = 16  # attack tasks resident on the device at once
+    tasks_per_call: int = 16  # attack tasks (image, target) resident on the device at once
     chunk_candidates: int = 0  # candidates per forward chunk; 0 = the evaluator's measured default
 
     @classmethod
@@ -55,14 +58,14 @@ class AttackSpec:
         a = config.attack
         return cls(int(a.population), float(a.differential_weight), int(a.max_generations), bool(a.targeted),
                    float(a.target_threshold), float(a.untargeted_threshold), int(a.block_generations),
-                   int(a.images_per_call), int(a.chunk_candidates))
+                   int(a.get("tasks_per_call", a.get("images_per_call"))), int(a.chunk_candidates))
 
     def validate(self) -> None:
         if self.population < 4:
             raise ValueError(f"attack.population must be >= 4 (DE/rand/1 needs three others), got {self.population}")
         if self.max_generations < 0 or self.block_generations < 1 or self.tasks_per_call < 1:
             raise ValueError("attack.max_generations >= 0, attack.block_generations >= 1 and "
-                             "attack.images_per_call >= 1 are required")
+                             "attack.tasks_per_call >= 1 are required")
 
 
 # --- DE on one task (vmapped over tasks) ---
@@ -383,11 +386,6 @@ def _latents_and_probs(model, variables, batch: int = 64):
     return run
 
 
-def flipped_under_both(attack_a: dict, attack_b: dict) -> np.ndarray:
-    """Images successfully attacked under both runs (the paper's 134/136-image sets)."""
-    return np.asarray(attack_a["success"]) & np.asarray(attack_b["success"])
-
-
 def attack_run(run_dir, data, config=None, progress: bool = True, log=print) -> dict:
     """The paper protocol on a run's best model over the dataset's attack subsample.
 
@@ -395,13 +393,6 @@ def attack_run(run_dir, data, config=None, progress: bool = True, log=print) -> 
     etc.; drawn from the test split when the dataset has none). Writes attack.npz (per image)
     and attack.json (settings, counts, timing). `config` overrides the run's attack settings.
     """
-    import json
-    import time
-    from pathlib import Path
-
-    from jaxrobust import checkpoint
-    from jaxrobust.rng import stream_key
-
     run_dir = Path(run_dir)
     provenance.check_writable(run_dir, "--workdir")  # before the attack, not after it
     model, variables, run_config = checkpoint.load_variables(run_dir)

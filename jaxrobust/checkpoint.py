@@ -9,13 +9,15 @@ interrupted save leaves the previous checkpoint intact. Evaluate and attack rest
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from jaxrobust import config as config_lib
 from jaxrobust import parallel
+from jaxrobust.models import build_model
 
 SERIES = ("latest", "best")
 
@@ -24,7 +26,10 @@ def _manager(run_dir: Path, series: str) -> ocp.CheckpointManager:
     if series not in SERIES:
         raise ValueError(f"checkpoint series must be one of {SERIES}, got {series!r}")
     options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False, create=True)
-    return ocp.CheckpointManager(Path(run_dir).resolve() / "checkpoints" / series, options=options)
+    # handlers named up front: item metadata and single items restore without a save first
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(Path(run_dir).resolve() / "checkpoints" / series, options=options,
+                                 item_handlers=handlers)
 
 
 def save(run_dir: Path, series: str, step: int, state, meta: dict) -> None:
@@ -78,9 +83,6 @@ def load_variables(run_dir: Path, series: str = "best"):
     Reads the run's config.json to rebuild the model, then restores the variables that the
     `best` (or `latest`) series holds under the key "variables".
     """
-    from jaxrobust import config as config_lib
-    from jaxrobust.models import build_model
-
     run_dir = Path(run_dir)
     config = config_lib.read_run_config(run_dir)
     model = build_model(config.model.name, config.model.latent_dim, config.model.num_classes)
@@ -96,9 +98,7 @@ def load_variables(run_dir: Path, series: str = "best"):
         shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), image_shape))
         state, _ = restore(run_dir, series, {"variables": _on(shapes, sharding)})
         return model, state["variables"], config
-    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-    path = run_dir.resolve() / "checkpoints" / series
-    with ocp.CheckpointManager(path, item_handlers=handlers) as manager:  # latest: a train state
+    with _manager(run_dir, series) as manager:  # latest: a train state
         step = manager.latest_step()
         layout = manager.item_metadata(step)["state"].tree  # the saved tree (incl. optimiser)
         restored = manager.restore(step, args=ocp.args.Composite(
@@ -113,8 +113,6 @@ def _on(tree, sharding):
 
 def init_variables(model, key, image_shape=(100, 100, 3)):
     """Fresh {"params", "batch_stats"} for `model` on images of `image_shape`."""
-    import jax.numpy as jnp
-
     params_key, dropout_key = jax.random.split(key)
     return dict(model.init({"params": params_key, "dropout": dropout_key},
                            jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False))
@@ -122,14 +120,10 @@ def init_variables(model, key, image_shape=(100, 100, 3)):
 
 def read_meta(run_dir: Path, series: str = "latest") -> dict | None:
     """The JSON loop record of a series without restoring arrays (None if absent)."""
-    step = latest_step(run_dir, series)
-    if step is None:
+    if not (Path(run_dir) / "checkpoints" / series).exists():
         return None
-    meta_dir = Path(run_dir) / "checkpoints" / series / str(step) / "meta"
-    files = list(meta_dir.glob("*")) if meta_dir.exists() else []
-    for f in files:
-        try:
-            return json.loads(f.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError):
-            continue
-    return None
+    with _manager(run_dir, series) as manager:
+        step = manager.latest_step()
+        if step is None:
+            return None
+        return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

@@ -80,6 +80,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
         set_dotted(config, dotted.strip(), parse_value(text.strip()))
 
 
+# Old name -> new name. Run folders written before the rename still load (attack.AttackSpec
+# reads the old key from their config.json); overrides and configs must use the new name.
+RENAMED_KEYS = {"attack.images_per_call": "attack.tasks_per_call"}
+
+
 def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:
     """Sets one dotted key, checking every level exists and the type is compatible."""
     *parents, leaf = dotted.split(".")
@@ -91,6 +96,8 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:
             where = ".".join(walked + [part])
             raise ConfigError(f"config key {where!r} is a value, not a section: cannot set {dotted!r}")
         node, walked = node[part], walked + [part]
+    if dotted in RENAMED_KEYS:
+        raise ConfigError(f"config key {dotted!r} was renamed to {RENAMED_KEYS[dotted]!r}; set that instead")
     if leaf not in node:
         raise ConfigError(_unknown_key(dotted, node, walked))
     old = node[leaf]
@@ -248,7 +255,7 @@ def base_config() -> ml_collections.ConfigDict:
     attack.untargeted_threshold = 0.05  # untargeted success: p(true) < 0.05
     attack.n_images = 150  # size of the seeded test subsample
     attack.block_generations = 8  # generations per jitted block between compactions
-    attack.images_per_call = 16  # images evaluated together in one jitted block
+    attack.tasks_per_call = 16  # attack tasks (image, target class) resident in one jitted block
     attack.chunk_candidates = 0  # candidates per forward chunk (memory budget); 0 = per backend
     attack.evaluator = "auto"  # "full", "incremental" or "auto"
 
@@ -283,8 +290,6 @@ def training_settings(config) -> dict:
     values: all but `attack`, `scan` and `analysis`."""
     values = json.loads(to_json(ml_collections.ConfigDict(config)))
     return {k: v for k, v in values.items() if k not in ("attack", "scan", "analysis")}
-
-
 
 
 def copy_with(config: ml_collections.ConfigDict, updates: dict) -> ml_collections.ConfigDict:

@@ -37,7 +37,7 @@ def classification_metrics(labels: np.ndarray, predicted: np.ndarray, num_classe
 
 def evaluate_run(run_dir, data, series: str = "best", log=print) -> dict:
     """Evaluates a trained run on the test split at both depths; returns {"Y10": m, "Y1": m}."""
-    from jaxrobust import plots
+    from jaxrobust import plots  # a higher layer (tests/test_layers.py FIGURE_EDGES); matplotlib
 
     run_dir = Path(run_dir)
     model, variables, config = checkpoint.load_variables(run_dir, series)

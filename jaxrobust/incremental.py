@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from jaxrobust.candidates import CandidateEvaluator, FullEvaluator, decode, default_chunk, logits_function
 from jaxrobust.models import ConvNet, ResNet18
 from jaxrobust.models import folded as folded_lib
+from jaxrobust.models.conv import xla_conv
 from jaxrobust.models.resnet import max_pool_3x3_stride2, stride2_conv
 
 WINDOW = 3  # pooled cells per side of every recomputed window
@@ -131,7 +132,7 @@ def feature_change(folded: dict, cache: dict, task: jax.Array, genes: jax.Array)
     return grid.reshape(-1)
 
 
-def latents_to_logits(folded: dict, cache: dict, tasks: jax.Array, feature_delta: jax.Array) -> jax.Array:
+def feature_delta_to_logits(folded: dict, cache: dict, tasks: jax.Array, feature_delta: jax.Array) -> jax.Array:
     """latent = latent_clean + delta . W_bottleneck, then the head: (B, 4608) -> (B, classes).
 
     One dense product over the (mostly zero) feature change of the whole chunk: 16x the
@@ -147,7 +148,7 @@ def latents_to_logits(folded: dict, cache: dict, tasks: jax.Array, feature_delta
 def candidate_logits(folded: dict, cache: dict, tasks: jax.Array, genes: jax.Array) -> jax.Array:
     """Logits (B, classes) of candidates genes (B, 5) on the clean images of tasks (B,)."""
     delta = jax.vmap(lambda t, g: feature_change(folded, cache, t, g))(tasks, genes)
-    return latents_to_logits(folded, cache, tasks, delta)
+    return feature_delta_to_logits(folded, cache, tasks, delta)
 
 
 class IncrementalEvaluator(CandidateEvaluator):
@@ -233,8 +234,8 @@ def _cut(padded: jax.Array, task, row, col, size: int) -> jax.Array:
 
 
 def _valid_conv(patch, kernel, bias, stride: int = 1):
-    return jax.lax.conv_general_dilated(patch[None], kernel, (stride, stride), "VALID",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))[0] + bias
+    """conv + bias on one (S, S, C) patch that carries its own padding."""
+    return xla_conv(patch[None], kernel, (stride, stride), "VALID")[0] + bias
 
 
 def _grow(origin, size: int, n: int):
@@ -281,7 +282,7 @@ def resnet_stage_output(folded: dict, cache: dict, task, genes) -> jax.Array:
 def resnet_candidate_logits(folded: dict, cache: dict, tasks: jax.Array, genes: jax.Array) -> jax.Array:
     """Logits (B, classes): windows through the first stage, then stages 2-4 in full."""
     maps = jax.vmap(lambda t, g: resnet_stage_output(folded, cache, t, g))(tasks, genes)
-    return folded_lib.resnet_head(folded, maps, first_block=len(_first_stage(folded)))[1]
+    return folded_lib.resnet_blocks_pool_bottleneck(folded, maps, first_block=len(_first_stage(folded)))[1]
 
 
 def resnet_flops_saved(image_size: int = 100) -> float:

@@ -22,16 +22,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax.training import train_state
 
 from jaxrobust import checkpoint, io, losses, parallel, provenance
+from jaxrobust import config as config_lib
+from jaxrobust.data import load_prepared
 from jaxrobust.predict import make_predict
 from jaxrobust.progress import progress_bar
-from jaxrobust.models import build_model, uses_dropout
+from jaxrobust.models import MODELS, build_model, uses_dropout
 from jaxrobust.rng import stream_key
 
 
@@ -39,12 +41,30 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class TrainState(flax.struct.PyTreeNode):
-    """Everything that changes during training (a pytree: checkpointed and donated whole)."""
+class TrainState(train_state.TrainState):
+    """flax's TrainState (step, params, opt_state, apply_gradients) plus the BatchNorm statistics.
 
-    step: jax.Array  # int32 scalar: optimiser steps taken
-    variables: Any  # {"params": ..., "batch_stats": ...}
-    opt_state: Any
+    As flax's examples/imagenet. A pytree (apply_fn and tx are static): donated whole to the
+    step. Checkpoints hold `checkpoint_tree(state)`, the layout of the earlier hand-made state.
+    """
+
+    batch_stats: Any
+
+    @property
+    def variables(self) -> dict:
+        """{"params", "batch_stats"}: what `model.apply` and the checkpoints' "variables" take."""
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def checkpoint_tree(state: TrainState) -> dict:
+    """{"step", "variables", "opt_state"}: the arrays of a state as the `latest` series stores them."""
+    return {"step": state.step, "variables": state.variables, "opt_state": state.opt_state}
+
+
+def from_checkpoint_tree(state: TrainState, tree: dict) -> TrainState:
+    """`state` (for its model and optimiser) with the arrays of a restored `checkpoint_tree`."""
+    return state.replace(step=tree["step"], params=tree["variables"]["params"],
+                         batch_stats=tree["variables"]["batch_stats"], opt_state=tree["opt_state"])
 
 
 def make_optimizer(learning_rate: float, b1: float, b2: float, eps: float,
@@ -62,9 +82,10 @@ def optimizer_from_config(config) -> optax.GradientTransformation:
 
 
 def create_state(model, tx, key, image_shape) -> TrainState:
+    """Fresh variables (checkpoint.init_variables) and optimiser state, step 0 (int32)."""
     variables = checkpoint.init_variables(model, key, image_shape)
-    return TrainState(step=jnp.zeros((), jnp.int32), variables=variables,
-                      opt_state=tx.init(variables["params"]))
+    return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=variables["params"],
+                      tx=tx, opt_state=tx.init(variables["params"]), batch_stats=variables["batch_stats"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +105,8 @@ def zero_sums() -> dict:
     return {k: jnp.zeros((), jnp.float32) for k in METRIC_KEYS}
 
 
-def train_step(state: TrainState, sums: dict, batch: dict, *, model, tx, spec: StepSpec,
-               class_weights: jax.Array, dropout_key: jax.Array, mesh=None):
+def train_step(state: TrainState, sums: dict, batch: dict, *, spec: StepSpec, class_weights: jax.Array,
+               dropout_key: jax.Array, mesh=None):
     """One optimiser step; returns (new state, metric sums + this step's contribution).
 
     batch: image (B, H, W, 3), label (B,), mask (B,) and, for DA, target_image (B, H, W, 3)
@@ -101,25 +122,20 @@ def train_step(state: TrainState, sums: dict, batch: dict, *, model, tx, spec: S
     rngs = {"dropout": jax.random.fold_in(dropout_key, state.step)} if spec.dropout else {}
 
     def loss_fn(params):
-        variables = dict(state.variables, params=params)
-        (latent, logits), updates = model.apply(variables, images, train=True, mask=mask,
-                                                rngs=rngs, mutable=["batch_stats"])
+        (latent, logits), updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, images,
+                                                   train=True, mask=mask, rngs=rngs, mutable=["batch_stats"])
         ce = losses.weighted_cross_entropy(logits[:n_source], batch["label"], class_weights, batch["mask"])
         mmd = jnp.zeros((), jnp.float32)
         if spec.domain_adaptation:
             mmd = losses.mmd(latent[:n_source], latent[n_source:], spec.mmd_estimator,
                              source_mask=batch["mask"], target_mask=batch["target_mask"])
         loss = ce + spec.mmd_weight * mmd
-        return loss, (updates["batch_stats"], ce, mmd, logits[:n_source])
+        return loss, (updates["batch_stats"], loss, ce, mmd, logits[:n_source])
 
-    grads, (batch_stats, ce, mmd, logits) = jax.grad(loss_fn, has_aux=True)(state.variables["params"])
-    updates, opt_state = tx.update(grads, state.opt_state, state.variables["params"])
-    params = optax.apply_updates(state.variables["params"], updates)
-    new_state = state.replace(step=state.step + 1, opt_state=opt_state,
-                              variables={"params": params, "batch_stats": batch_stats})
+    grads, (batch_stats, loss, ce, mmd, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     valid = jnp.sum(batch["mask"])
     correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * batch["mask"])
-    loss = ce + spec.mmd_weight * mmd
     new_sums = {"loss": sums["loss"] + loss * valid, "ce": sums["ce"] + ce * valid,
                 "mmd": sums["mmd"] + mmd * valid, "correct": sums["correct"] + correct,
                 "count": sums["count"] + valid}
@@ -134,13 +150,15 @@ def epoch_rows(key: jax.Array, epoch: int, n: int, batch_size: int) -> jax.Array
     return jnp.pad(perm, (0, steps * batch_size - n)).reshape(steps, batch_size)
 
 
-def step_mask(step: jax.Array, batch_size: int, n: int) -> jax.Array:
-    """1.0 for the real rows of step `step`, 0.0 for the padding of the last batch."""
-    return ((step * batch_size + jnp.arange(batch_size)) < n).astype(jnp.float32)
+def step_mask(step, batch_size: int, n: int, xp=jnp):
+    """1.0 for the real rows of step `step`, 0.0 for the padding of the last batch: (batch_size,).
+
+    xp: jnp inside the jitted device step, np when the host assembles the batch.
+    """
+    return ((step * batch_size + xp.arange(batch_size)) < n).astype(xp.float32)
 
 
-def make_device_step(model, tx, spec: StepSpec, class_weights, dropout_key, mesh, n_train: int,
-                     batch_size: int):
+def make_device_step(spec: StepSpec, class_weights, dropout_key, mesh, n_train: int, batch_size: int):
     """jit(state, sums, data, rows, target_rows, step) -> (state, sums), gathering on device."""
 
     def device_step(state, sums, data, rows, target_rows, step):
@@ -150,16 +168,15 @@ def make_device_step(model, tx, spec: StepSpec, class_weights, dropout_key, mesh
         if spec.domain_adaptation:
             batch["target_image"] = data["y1"][jax.lax.dynamic_index_in_dim(target_rows, step, keepdims=False)]
             batch["target_mask"] = mask
-        return train_step(state, sums, batch, model=model, tx=tx, spec=spec,
-                          class_weights=class_weights, dropout_key=dropout_key, mesh=mesh)
+        return train_step(state, sums, batch, spec=spec, class_weights=class_weights,
+                          dropout_key=dropout_key, mesh=mesh)
 
     return jax.jit(device_step, donate_argnums=(0, 1), compiler_options=parallel.step_compiler_options())
 
 
-def make_host_step(model, tx, spec: StepSpec, class_weights, dropout_key, mesh):
+def make_host_step(spec: StepSpec, class_weights, dropout_key, mesh):
     """jit(state, sums, batch) -> (state, sums) for batches streamed from host memory."""
-    step = partial(train_step, model=model, tx=tx, spec=spec, class_weights=class_weights,
-                   dropout_key=dropout_key, mesh=mesh)
+    step = partial(train_step, spec=spec, class_weights=class_weights, dropout_key=dropout_key, mesh=mesh)
     return jax.jit(step, donate_argnums=(0, 1), compiler_options=parallel.step_compiler_options())
 
 
@@ -174,7 +191,7 @@ def host_batches(arrays: dict, rows: np.ndarray, target_rows: np.ndarray | None,
 
     def make(step):
         idx = rows[step][here]
-        mask = ((step * batch_size + np.arange(batch_size)) < n).astype(np.float32)[here]
+        mask = step_mask(step, batch_size, n, np)[here]
         batch = {"image": arrays["y10"][idx], "label": arrays["labels"][idx], "mask": mask}
         if spec.domain_adaptation:
             batch["target_image"] = arrays["y1"][target_rows[step][here]]
@@ -212,15 +229,6 @@ def choose_placement(nbytes: int, requested: str = "auto", log=print) -> str:
     log(f"training data {nbytes / 2**30:.2f} GiB, device memory {limit / 2**30:.1f} GiB: "
         f"{'on the device' if placement == 'device' else 'streamed from host (prefetch 2)'}")
     return placement
-
-
-def weighted_ce_numpy(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
-    """Host-side weighted CE (validation loss) in float64."""
-    logits = logits.astype(np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    w = weights[labels].astype(np.float64)
-    return float(-(w * log_probs[np.arange(len(labels)), labels]).sum() / w.sum())
 
 
 # --- Early stopping ---
@@ -299,8 +307,6 @@ def _truncate_metrics(workdir: Path, last_epoch: int, log=print) -> None:
 
 
 def _write_config(workdir: Path, config, resume: bool) -> None:
-    from jaxrobust import config as config_lib
-
     path = Path(workdir) / "config.json"
     text = config_lib.to_json(config)
     if resume and path.exists() and config_lib.training_settings(config_lib.read_run_config(workdir)) != \
@@ -312,8 +318,6 @@ def _write_config(workdir: Path, config, resume: bool) -> None:
 
 def check_config(config) -> None:
     """Fails before any work on a training setting that would only break later (or never)."""
-    from jaxrobust.models import MODELS
-
     t = config.train
     problems = []
     if config.model.name not in MODELS:
@@ -335,12 +339,16 @@ def check_config(config) -> None:
         raise ValueError("bad training config: " + "; ".join(problems))
 
 
+_weighted_cross_entropy = jax.jit(losses.weighted_cross_entropy)  # the training loss, on validation logits
+
+
 def validation_scores(predict, variables, data, weights) -> dict:
     """Validation loss (weighted CE on Y10) and accuracy on Y10 and Y1."""
     labels = data.labels["valid"]
     _, logits10 = predict(variables, data.images["Y10", "valid"])
     _, logits1 = predict(variables, data.images["Y1", "valid"])
-    return {"val_loss": weighted_ce_numpy(logits10, labels, weights),
+    val_loss = _weighted_cross_entropy(jnp.asarray(logits10), jnp.asarray(labels), jnp.asarray(weights))
+    return {"val_loss": float(val_loss),
             "val_acc_y10": float(np.mean(np.argmax(logits10, 1) == labels)),
             "val_acc_y1": float(np.mean(np.argmax(logits1, 1) == labels))}
 
@@ -353,8 +361,6 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     figures/training_curves.png. With `resume`, restarts after the last completed epoch and
     ends with the same numbers as an uninterrupted run.
     """
-    from jaxrobust.data import load_prepared
-
     check_config(config)
     main = parallel.is_main_process()  # files, logs and progress come from process 0 only
     if not main:
@@ -380,7 +386,8 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     stopper = EarlyStopping(t.early_stopping, int(t.patience))
     meta = {"epoch": -1, "best_acc": -1.0, "best_epoch": -1, "stopped": False}
     if resume and checkpoint.latest_step(workdir) is not None:
-        state, meta = checkpoint.restore(workdir, "latest", checkpoint.abstract_like(state))
+        tree, meta = checkpoint.restore(workdir, "latest", checkpoint.abstract_like(checkpoint_tree(state)))
+        state = from_checkpoint_tree(state, tree)
         stopper = EarlyStopping(t.early_stopping, int(t.patience), meta["stopper_best"], meta["stopper_counter"])
         if main:
             _truncate_metrics(workdir, meta["epoch"], log)
@@ -400,11 +407,12 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     dropout_key = stream_key(config.seed, "dropout")
     host_arrays = {"y10": data.images["Y10", "train"], "y1": data.images["Y1", "train"], "labels": labels}
     if placement == "device":
-        device_data = jax.device_put({k: v for k, v in host_arrays.items()
-                                      if k != "y1" or spec.domain_adaptation}, repl)
-        step_fn = make_device_step(model, tx, spec, class_w, dropout_key, mesh, n, t.batch_size)
+        device_data = parallel.put_replicated({k: v for k, v in host_arrays.items()
+                                               if k != "y1" or spec.domain_adaptation}, repl)
+        step_fn = make_device_step(spec, class_w, dropout_key, mesh, n, t.batch_size)
     else:
-        step_fn = make_host_step(model, tx, spec, class_w, dropout_key, mesh)
+        step_fn = make_host_step(spec, class_w, dropout_key, mesh)
+    step_fn = parallel.compiled_together(step_fn, "train_step")  # several processes: start together
     # every process validates on its own devices: no cross-process traffic, the same numbers
     predict = make_predict(model, t.eval_batch_size, parallel.local_mesh())
     summary, last = {}, {}
@@ -414,7 +422,7 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
         start = time.perf_counter()
         rows = epoch_rows(shuffle_key, epoch, n, t.batch_size)
         target_rows = epoch_rows(target_key, epoch, n, t.batch_size) if spec.domain_adaptation else rows
-        sums = jax.device_put(zero_sums(), repl)
+        sums = parallel.put_replicated(zero_sums(), repl)
         bar = progress_bar(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress, leave=False)
         # the previous epoch's numbers: reading this epoch's would sync with the device every step
         bar.set_postfix(last, refresh=False)
@@ -456,7 +464,7 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
                              "image_shape": list(data.image_shape)})
         meta.update(epoch=epoch, stopped=bool(stop), stopper_best=stopper.best,
                     stopper_counter=stopper.counter, image_shape=list(data.image_shape))
-        checkpoint.save(workdir, "latest", epoch, state, meta)
+        checkpoint.save(workdir, "latest", epoch, checkpoint_tree(state), meta)
         if progress:
             log(f"epoch {epoch + 1:3d}: loss {record['train_loss']:.4f} (mmd {record['train_mmd']:.4f}) "
                 f"acc {record['train_acc']:.3f} | val loss {record['val_loss']:.4f} "
@@ -465,7 +473,7 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
             log(f"early stopping after epoch {epoch + 1} ({t.early_stopping}, patience {t.patience})")
     history = read_metrics(workdir)
     if history:
-        from jaxrobust import plots
+        from jaxrobust import plots  # a higher layer (tests/test_layers.py FIGURE_EDGES); matplotlib
 
         if main:
             plots.training_curves(workdir / "figures" / "training_curves.png", history,

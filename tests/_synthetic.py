@@ -152,7 +152,7 @@ def parallel_step_losses(devices, domain_adaptation: bool, steps: int = 3) -> li
     arrays = {"y10": data.images["Y10", "train"], "y1": data.images["Y1", "train"], "labels": labels}
     device_data = jax.device_put(arrays, repl)
     n = len(labels)
-    step_fn = train.make_device_step(model, tx, spec, weights, stream_key(0, "dropout"), mesh, n,
+    step_fn = train.make_device_step(spec, weights, stream_key(0, "dropout"), mesh, n,
                                      t.batch_size)
     rows = train.epoch_rows(stream_key(config.seed, "shuffle"), 0, n, t.batch_size)
     target_rows = train.epoch_rows(stream_key(config.seed, "shuffle_target"), 0, n, t.batch_size)

@@ -1,4 +1,5 @@
 """The one-pixel DE attack: planted pixel, exactness, batching invariance, devices, errors."""
+import json
 import os
 import subprocess
 import sys
@@ -244,3 +245,18 @@ def test_four_fake_devices_give_the_same_results_as_one():
     assert one["success"] == four["success"]
     assert one["generations"] == four["generations"]
     np.testing.assert_allclose(four["genes"], one["genes"], rtol=1e-6)
+
+
+# --- Config ---
+def test_tasks_per_call_key_and_its_old_name():
+    from jaxrobust import config as config_lib
+
+    config = config_lib.base_config()
+    config_lib.apply_overrides(config, ["attack.tasks_per_call=3"])
+    assert attack.AttackSpec.from_config(config).tasks_per_call == 3
+    with pytest.raises(config_lib.ConfigError, match="renamed to 'attack.tasks_per_call'"):
+        config_lib.apply_overrides(config, ["attack.images_per_call=2"])
+    # a run folder's config.json from before the rename still gives its setting
+    old = config_lib.base_config().to_dict()
+    old["attack"]["images_per_call"] = old["attack"].pop("tasks_per_call") - 11
+    assert attack.AttackSpec.from_config(config_lib.from_json(json.dumps(old))).tasks_per_call == 5

@@ -73,12 +73,6 @@ def batch_norm(name: str | None = None) -> BatchNorm:
     return BatchNorm(name=name)
 
 
-def bn_mask(mask: jax.Array | None, x: jax.Array) -> jax.Array | None:
-    """The (N,) validity mask of a batch, as BatchNorm takes it (padded rows never count)."""
-    del x
-    return mask
-
-
 class Head(nn.Module):
     """latent (N, 256) -> logits (N, classes); weights N(0, 0.01), bias 0 (networks.py)."""
 
@@ -94,3 +88,25 @@ def bottleneck(latent_dim: int, name: str = "bottleneck") -> nn.Dense:
     """features -> latent; weights N(0, 0.005), bias 0 (networks.py)."""
     return nn.Dense(latent_dim, kernel_init=nn.initializers.normal(0.005),
                     bias_init=nn.initializers.zeros, name=name)
+
+
+class LatentClassifier(nn.Module):
+    """The paper's networks: images -> latent (`embed`) -> logits (`head`), both returned.
+
+    Subclasses define `setup` (with `self.classifier`, a Head) and `embed(x, train, mask)`.
+    """
+
+    latent_dim: int = 256
+    num_classes: int = 3
+
+    def embed(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
+        raise NotImplementedError
+
+    def head(self, latent: jax.Array) -> jax.Array:
+        """(N, latent_dim) -> (N, classes) logits; usable alone (church-window grids)."""
+        return self.classifier(latent)
+
+    def __call__(self, x: jax.Array, train: bool = False, mask: jax.Array | None = None):
+        """(N, H, W, 3) stretched images -> (latent (N, latent_dim), logits (N, classes))."""
+        latent = self.embed(x, train, mask)
+        return latent, self.head(latent)

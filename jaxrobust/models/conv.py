@@ -26,7 +26,12 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 WEIGHT_GRAD_MODES = ("auto", "patches", "xla")
 
 
-def _xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding) -> jax.Array:
+def xla_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding) -> jax.Array:
+    """XLA's NHWC x HWIO convolution: the one call of `lax.conv_general_dilated` in the package.
+
+    padding: ((top, bottom), (left, right)) or "VALID". Training layers go through `conv2d`
+    (which picks the kernel gradient); inference code (folded.py, incremental.py) calls this.
+    """
     return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
 
 
@@ -94,18 +99,18 @@ def kernel_gradient(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], str
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_patch_grad(x, kernel, strides, padding):
-    return _xla_conv(x, kernel, strides, padding)
+    return xla_conv(x, kernel, strides, padding)
 
 
 def _conv_patch_grad_fwd(x, kernel, strides, padding):
-    return _xla_conv(x, kernel, strides, padding), (x, kernel)
+    return xla_conv(x, kernel, strides, padding), (x, kernel)
 
 
 def _conv_patch_grad_bwd(strides, padding, residuals, dy):
     x, kernel = residuals
     kh, kw, c_in, c_out = kernel.shape
     # XLA drops this when nothing needs it (the first layer's input is data)
-    _, input_pullback = jax.vjp(lambda x_: _xla_conv(x_, kernel, strides, padding), x)
+    _, input_pullback = jax.vjp(lambda x_: xla_conv(x_, kernel, strides, padding), x)
     (dx,) = input_pullback(dy)
     dkernel = kernel_gradient(x, dy, (kh, kw), strides, padding)
     return dx, dkernel.reshape(kernel.shape).astype(kernel.dtype)
@@ -139,7 +144,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding=((0, 0), (0,
     kernel = kernel.astype(x.dtype)
     if _use_patches(weight_grad):
         return _conv_patch_grad(x, kernel, strides, padding)
-    return _xla_conv(x, kernel, strides, padding)
+    return xla_conv(x, kernel, strides, padding)
 
 
 class Conv(nn.Module):

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust.models.common import (Head, batch_norm, bn_mask, bottleneck, torch_default_bias,
+from jaxrobust.models.common import (Head, LatentClassifier, batch_norm, bottleneck, torch_default_bias,
                                      torch_default_kernel)
 from jaxrobust.models.conv import Conv, conv2d
 
@@ -39,8 +39,11 @@ def space_to_depth(x: jax.Array) -> jax.Array:
     return x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
 
 
-def _phase_taps(kernel_size: int, padding: int):
-    """Block offsets P, and for each (P, input parity q, output parity a) the kernel tap or -1."""
+def _phase_taps(padding: int):
+    """Block offsets P, and for each (P, input parity q, output parity a) the kernel tap or -1.
+
+    For a "same" kernel of size 2 padding + 1 (the ConvNet's 5x5 pad 2 and 3x3 pad 1).
+    """
     offsets = np.arange(math.floor(-padding / 2), math.floor((1 + padding) / 2) + 1)
     taps = np.full((len(offsets), 2, 2), -1)
     for i, block in enumerate(offsets):
@@ -55,7 +58,7 @@ def _phase_taps(kernel_size: int, padding: int):
 def phase_kernel(kernel: jax.Array, padding: int) -> jax.Array:
     """(k, k, Cin, Cout) stride-1 kernel -> (K, K, 4 Cin, 4 Cout) kernel over 2x2 blocks."""
     k, _, c_in, c_out = kernel.shape
-    offsets, taps = _phase_taps(k, padding)
+    offsets, taps = _phase_taps(padding)
     tr = taps[:, None, :, None, :, None]  # (Pr, 1, qr, 1, a, 1)
     tc = taps[None, :, None, :, None, :]  # (1, Pc, 1, qc, 1, b)
     valid = (tr >= 0) & (tc >= 0)
@@ -67,7 +70,7 @@ def phase_kernel(kernel: jax.Array, padding: int) -> jax.Array:
 
 def phase_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
     """conv(x, kernel, pad) as (N, H/2, W/2, 4, Cout): output pixel (2i + a, 2j + b) at [i, j, 2a + b]."""
-    offsets, _ = _phase_taps(kernel.shape[0], padding)
+    offsets, _ = _phase_taps(padding)
     pad = (int(-offsets[0]), int(offsets[-1]))
     y = conv2d(space_to_depth(x), phase_kernel(kernel, padding), (1, 1), (pad, pad))
     return y.reshape(y.shape[:3] + (4, kernel.shape[3]))
@@ -99,11 +102,8 @@ class PhaseConv(nn.Module):
         return phase_conv(x, kernel, self.padding) + bias
 
 
-class ConvNet(nn.Module):
+class ConvNet(LatentClassifier):
     """Three conv blocks, a 256-d bottleneck (the latent) and a linear head."""
-
-    latent_dim: int = 256
-    num_classes: int = 3
 
     def setup(self):
         in_channels = (3,) + tuple(f for f, _, _ in CONVNET_BLOCKS[:-1])
@@ -121,21 +121,13 @@ class ConvNet(nn.Module):
             raise ValueError(f"the ConvNet needs even image sizes, got {x.shape[1:3]}")
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             x = conv(x)  # block 1: (N, H/2, W/2, 4 phases, C); BN reduces over phases too
-            x = norm(x, use_running_average=not train, mask=bn_mask(mask, x))
+            x = norm(x, use_running_average=not train, mask=mask)
             x = jnp.max(nn.relu(x), axis=3) if i == 0 else max_pool_2x2(nn.relu(x))
         return x.reshape((x.shape[0], -1))
 
     def embed(self, x, train: bool = False, mask=None) -> jax.Array:
         """(N, 100, 100, 3) -> (N, latent_dim) latent."""
         return self.bottleneck(self.features(x, train, mask))
-
-    def head(self, latent: jax.Array) -> jax.Array:
-        """(N, latent_dim) -> (N, classes) logits; usable alone (church-window grids)."""
-        return self.classifier(latent)
-
-    def __call__(self, x, train: bool = False, mask=None):
-        latent = self.embed(x, train, mask)
-        return latent, self.head(latent)
 
 
 def count_parameters(params) -> int:

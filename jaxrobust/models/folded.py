@@ -11,21 +11,29 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrobust.models.conv import xla_conv
 from jaxrobust.models.convnet import CONVNET_BLOCKS, max_pool_2x2, phase_conv
+from jaxrobust.models.resnet import max_pool_3x3_stride2, stride2_conv
 
 BN_EPS = 1e-5  # models.common.batch_norm
+
+
+def fold_batchnorm(kernel: jax.Array, bn: dict, moments: dict, conv_bias: jax.Array | None = None):
+    """(kernel * s, (conv_bias - mean) s + beta) with s = gamma / sqrt(var + eps): conv then BN as one conv.
+
+    kernel (k, k, Cin, Cout); bn {"scale", "bias"} (Cout,); moments {"mean", "var"} (Cout,).
+    """
+    scale = bn["scale"] / jnp.sqrt(moments["var"] + BN_EPS)
+    if conv_bias is None:  # bias-free conv (ResNet): beta - mean s
+        return kernel * scale, bn["bias"] - moments["mean"] * scale
+    return kernel * scale, (conv_bias - moments["mean"]) * scale + bn["bias"]
 
 
 def fold_convnet(variables) -> dict:
     """{"params", "batch_stats"} of a ConvNet -> {"conv": [(W, b), ...], "bottleneck": (W, b), "head": (W, b)}."""
     params, stats = variables["params"], variables["batch_stats"]
-    convs = []
-    for i in range(1, len(CONVNET_BLOCKS) + 1):
-        bn, moments = params[f"bn{i}"], stats[f"bn{i}"]
-        scale = bn["scale"] / jnp.sqrt(moments["var"] + BN_EPS)
-        kernel = params[f"conv{i}"]["kernel"] * scale
-        bias = (params[f"conv{i}"]["bias"] - moments["mean"]) * scale + bn["bias"]
-        convs.append((kernel, bias))
+    convs = [fold_batchnorm(params[f"conv{i}"]["kernel"], params[f"bn{i}"], stats[f"bn{i}"],
+                            params[f"conv{i}"]["bias"]) for i in range(1, len(CONVNET_BLOCKS) + 1)]
     return {"conv": convs,
             "bottleneck": (params["bottleneck"]["kernel"], params["bottleneck"]["bias"]),
             "head": (params["head"]["fc"]["kernel"], params["head"]["fc"]["bias"])}
@@ -33,8 +41,7 @@ def fold_convnet(variables) -> dict:
 
 def conv_block(x: jax.Array, kernel: jax.Array, bias: jax.Array, padding: int) -> jax.Array:
     """conv (folded BN) -> ReLU -> 2x2 max-pool, NHWC."""
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((padding, padding), (padding, padding)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+    y = xla_conv(x, kernel, (1, 1), ((padding, padding), (padding, padding))) + bias
     return max_pool_2x2(jnp.maximum(y, 0.0))
 
 
@@ -58,9 +65,6 @@ def convnet_logits(folded: dict, x: jax.Array) -> jax.Array:
 
 
 # --- ResNet18 ---
-def _fold(kernel, bn, moments):
-    scale = bn["scale"] / jnp.sqrt(moments["var"] + BN_EPS)
-    return kernel * scale, bn["bias"] - moments["mean"] * scale
 
 
 def fold_resnet(variables) -> dict:
@@ -74,11 +78,11 @@ def fold_resnet(variables) -> dict:
     blocks = []
     for name in sorted(k for k in trunk if k.startswith("layer")):
         p, s = trunk[name], trunk_stats[name]
-        down = _fold(p["downsample_conv"]["kernel"], p["downsample_bn"], s["downsample_bn"]) if "downsample_conv" in p else None
+        down = fold_batchnorm(p["downsample_conv"]["kernel"], p["downsample_bn"], s["downsample_bn"]) if "downsample_conv" in p else None
         stride = 2 if (down is not None and not name.startswith("layer1")) else 1
-        blocks.append({"conv1": _fold(p["conv1"]["kernel"], p["bn1"], s["bn1"]),
-                       "conv2": _fold(p["conv2"]["kernel"], p["bn2"], s["bn2"]), "down": down, "stride": stride})
-    return {"stem": _fold(trunk["conv1"]["kernel"], trunk["bn1"], trunk_stats["bn1"]), "blocks": blocks,
+        blocks.append({"conv1": fold_batchnorm(p["conv1"]["kernel"], p["bn1"], s["bn1"]),
+                       "conv2": fold_batchnorm(p["conv2"]["kernel"], p["bn2"], s["bn2"]), "down": down, "stride": stride})
+    return {"stem": fold_batchnorm(trunk["conv1"]["kernel"], trunk["bn1"], trunk_stats["bn1"]), "blocks": blocks,
             "bottleneck": (params["bottleneck"]["kernel"], params["bottleneck"]["bias"]),
             "head": (params["head"]["fc"]["kernel"], params["head"]["fc"]["bias"])}
 
@@ -86,8 +90,7 @@ def fold_resnet(variables) -> dict:
 def conv_same(x, kernel, bias, stride: int = 1):
     """PyTorch-padded conv + bias, NHWC."""
     pad = (kernel.shape[0] - 1) // 2
-    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+    return xla_conv(x, kernel, (stride, stride), ((pad, pad), (pad, pad))) + bias
 
 
 def basic_block(x, block: dict):
@@ -100,13 +103,11 @@ def basic_block(x, block: dict):
 
 def resnet_stem(folded: dict, x):
     """Folded stem: 7x7/2 conv (on 2x2 blocks) + ReLU + 3x3/2 max-pool: (N, 100, 100, 3) -> (N, 25, 25, 64)."""
-    from jaxrobust.models.resnet import max_pool_3x3_stride2, stride2_conv
-
     kernel, bias = folded["stem"]
     return max_pool_3x3_stride2(jnp.maximum(stride2_conv(x, kernel, 3) + bias, 0.0))
 
 
-def resnet_head(folded: dict, x, first_block: int = 0):
+def resnet_blocks_pool_bottleneck(folded: dict, x, first_block: int = 0):
     """Blocks `first_block`.. of the folded trunk, global pool, bottleneck, head -> (latent, logits)."""
     for block in folded["blocks"][first_block:]:
         x = basic_block(x, block)
@@ -118,4 +119,4 @@ def resnet_head(folded: dict, x, first_block: int = 0):
 
 def resnet_logits(folded: dict, x):
     """(N, 100, 100, 3) -> (N, 3) logits of the folded ResNet18 (eval mode: no dropout)."""
-    return resnet_head(folded, resnet_stem(folded, x))[1]
+    return resnet_blocks_pool_bottleneck(folded, resnet_stem(folded, x))[1]

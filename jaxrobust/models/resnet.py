@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust.models.common import Head, batch_norm, bn_mask, bottleneck, kaiming_fan_out
+from jaxrobust.models.common import Head, LatentClassifier, batch_norm, bottleneck, kaiming_fan_out
 from jaxrobust.models.conv import Conv, conv2d
 from jaxrobust.models.convnet import space_to_depth
 
@@ -90,14 +90,13 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
-        m = bn_mask(mask, x)
         y = conv(self.features, 3, self.stride, "conv1")(x)
-        y = nn.relu(batch_norm("bn1")(y, use_running_average=not train, mask=m))
+        y = nn.relu(batch_norm("bn1")(y, use_running_average=not train, mask=mask))
         y = conv(self.features, 3, 1, "conv2")(y)
-        y = batch_norm("bn2")(y, use_running_average=not train, mask=m)
+        y = batch_norm("bn2")(y, use_running_average=not train, mask=mask)
         if self.stride != 1 or x.shape[-1] != self.features:
             x = conv(self.features, 1, self.stride, "downsample_conv")(x)
-            x = batch_norm("downsample_bn")(x, use_running_average=not train, mask=m)
+            x = batch_norm("downsample_bn")(x, use_running_average=not train, mask=mask)
         return nn.relu(x + y)
 
 
@@ -110,7 +109,7 @@ class ResNetTrunk(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None):
         x = Stride2Conv(64, 7, name="conv1")(x)
-        x = nn.relu(batch_norm("bn1")(x, use_running_average=not train, mask=bn_mask(mask, x)))
+        x = nn.relu(batch_norm("bn1")(x, use_running_average=not train, mask=mask))
         x = max_pool_3x3_stride2(x)
         for stage, ((features, stride), blocks) in enumerate(zip(STAGES, self.stage_blocks)):
             for block in range(blocks):
@@ -120,11 +119,9 @@ class ResNetTrunk(nn.Module):
         return jnp.mean(x, axis=(1, 2))
 
 
-class ResNet18(nn.Module):
+class ResNet18(LatentClassifier):
     """ResNet18 trunk, a 256-d bottleneck (the latent) and a linear head."""
 
-    latent_dim: int = 256
-    num_classes: int = 3
     stage_blocks: tuple[int, ...] = (2, 2, 2, 2)
 
     def setup(self):
@@ -135,11 +132,3 @@ class ResNet18(nn.Module):
     def embed(self, x, train: bool = False, mask=None) -> jax.Array:
         """(N, H, W, 3) -> (N, latent_dim) latent. Training needs a "dropout" rng."""
         return self.bottleneck(self.trunk(x, train, mask))
-
-    def head(self, latent: jax.Array) -> jax.Array:
-        """(N, latent_dim) -> (N, classes) logits; usable alone (church-window grids)."""
-        return self.classifier(latent)
-
-    def __call__(self, x, train: bool = False, mask=None):
-        latent = self.embed(x, train, mask)
-        return latent, self.head(latent)
