@@ -12,6 +12,7 @@ from process 0 (`is_main_process`). docs/distributed.md says how to launch.
 """
 from __future__ import annotations
 
+import itertools
 import os
 
 import jax
@@ -240,3 +241,50 @@ def gather_tasks(local_tree, n: int):
         return out
 
     return jax.tree_util.tree_map(unpad, stacked)
+
+
+def put_replicated(tree, sharding):
+    """Host values (the same on every process) as arrays replicated by `sharding`.
+
+    `jax.device_put` onto devices of several processes first checks that every process passed
+    the same values, by gathering them over the processes (the whole dataset, for the training
+    arrays) in a collective; here each process places its own copy, with no check.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
+_BARRIERS = itertools.count()  # barrier names are used once
+BARRIER_TIMEOUT_S = 3600  # compiling a big step on a busy host can take many minutes
+
+
+def barrier(name: str, timeout_s: int = BARRIER_TIMEOUT_S) -> None:
+    """Waits until every process gets here (the coordination service; no device collective)."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the client of jax.distributed.initialize (no public handle)
+
+    distributed.global_state.client.wait_at_barrier(name, timeout_s * 1000)
+
+
+def compiled_together(jitted, name: str):
+    """`jitted` compiled on its first call, and then started by every process at once.
+
+    Processes compile at different speeds, and XLA:CPU's gloo collectives give a process only
+    30 s to join a collective its peers have entered ("Gloo context initialization failed:
+    DEADLINE_EXCEEDED: GetKeyValue() timed out"); so in a multi-process run each process
+    compiles ahead of time, waits at a barrier, then runs. One process: `jitted` itself.
+    """
+    if jax.process_count() == 1:
+        return jitted
+    compiled = {}
+    name = f"compiled:{name}:{next(_BARRIERS)}"  # every process creates these in the same order
+
+    def run(*args):
+        if "fn" not in compiled:
+            compiled["fn"] = jitted.lower(*args).compile()
+            barrier(name)
+        return compiled["fn"](*args)
+
+    return run
