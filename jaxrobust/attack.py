@@ -36,7 +36,7 @@ from jaxrobust.candidates import NUM_GENES, decode, perturb
 from jaxrobust.data import store
 from jaxrobust.predict import make_predict, probabilities
 from jaxrobust.progress import progress_bar
-from jaxrobust.rng import stream_key
+from jaxrobust.rng import run_seed, stream_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,15 +52,20 @@ class AttackSpec:
     block_generations: int = 8  # generations per jitted call between refills
     tasks_per_call: int = 16  # attack tasks (image, target) resident on the device at once
     chunk_candidates: int = 0  # candidates per forward chunk; 0 = the evaluator's measured default
+    only_correct: bool = True  # attack only images classified correctly in Y10 (False: all, as the code)
+    colour_init: str = "normal"  # initial colours: "normal" (paper) or "image_range" (see init_population)
 
     @classmethod
     def from_config(cls, config) -> "AttackSpec":
         a = config.attack
         return cls(int(a.population), float(a.differential_weight), int(a.max_generations), bool(a.targeted),
                    float(a.target_threshold), float(a.untargeted_threshold), int(a.block_generations),
-                   int(a.get("tasks_per_call", a.get("images_per_call"))), int(a.chunk_candidates))
+                   int(a.get("tasks_per_call", a.get("images_per_call"))), int(a.chunk_candidates),
+                   bool(a.get("only_correct", True)), str(a.get("colour_init", "normal")))
 
     def validate(self) -> None:
+        if self.colour_init not in COLOUR_INITS:
+            raise ValueError(f"attack.colour_init must be one of {COLOUR_INITS}, got {self.colour_init!r}")
         if self.population < 4:
             raise ValueError(f"attack.population must be >= 4 (DE/rand/1 needs three others), got {self.population}")
         if self.max_generations < 0 or self.block_generations < 1 or self.tasks_per_call < 1:
@@ -69,12 +74,39 @@ class AttackSpec:
 
 
 # --- DE on one task (vmapped over tasks) ---
-def init_population(key: jax.Array, population: int) -> jax.Array:
-    """(P, 5) genes: coordinates U(0, 1), colours clip(N(0.5, 0.5), 0, 1)."""
+COLOUR_INITS = ("normal", "image_range")
+
+
+def init_population(key: jax.Array, population: int, colour_init: str = "normal",
+                    colour_range: jax.Array | None = None) -> jax.Array:
+    """(P, 5) genes: coordinates U(0, 1); colours clip(N(0.5, 0.5), 0, 1) ("normal", the paper's
+    onepixel_attack.py) or, for "image_range", U(lo, hi) per band with colour_range (2, 3) = the
+    image's own per-band (min, max): no initial pixel is more extreme than the image itself, which
+    separates "an out-of-range pixel" from real vulnerability. Mutation is unchanged (genes that
+    leave [0, 1] are resampled U(0, 1)), so only the starting colours differ."""
     k_xy, k_rgb = jax.random.split(key)
     xy = jax.random.uniform(k_xy, (population, 2))
-    rgb = jnp.clip(0.5 + 0.5 * jax.random.normal(k_rgb, (population, 3)), 0.0, 1.0)
+    if colour_init == "image_range":
+        rgb = jax.random.uniform(k_rgb, (population, 3), minval=colour_range[0], maxval=colour_range[1])
+    else:
+        rgb = jnp.clip(0.5 + 0.5 * jax.random.normal(k_rgb, (population, 3)), 0.0, 1.0)
     return jnp.concatenate([xy, rgb], axis=1)
+
+
+def colour_ranges(images: np.ndarray) -> np.ndarray:
+    """(N, 2, 3) per-image, per-band (min, max) of stretched images (N, H, W, 3)."""
+    images = np.asarray(images, np.float32)
+    return np.stack([images.min(axis=(1, 2)), images.max(axis=(1, 2))], axis=1)
+
+
+def attacked_images(probabilities: np.ndarray, labels: np.ndarray, only_correct: bool = True) -> np.ndarray:
+    """(N,) bool: the images to attack. only_correct (ours, default): those classified correctly
+    in Y10. Otherwise every image, as the published church_window() does; a misclassified image
+    then needs no special case: its DE runs like any other, and when its initial population
+    already meets the success criterion it counts as successful at generation 0."""
+    if not only_correct:
+        return np.ones(len(labels), bool)
+    return np.argmax(probabilities, 1) == np.asarray(labels)
 
 
 def distinct_triplets(key: jax.Array, population: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -122,6 +154,7 @@ class Slots(NamedTuple):
     objective: jax.Array  # (T,) int32: target class (targeted) or true class (untargeted)
     limit: jax.Array  # (T,) int32: generation cap (traced, so changing it does not recompile)
     valid: jax.Array  # (T,) bool: slot holds a task
+    colour_range: jax.Array  # (T, 2, 3) per-band (min, max) of the slot's image (attack.colour_init)
 
 
 def _objective_fitness(probs: jax.Array, objective: jax.Array) -> jax.Array:
@@ -131,7 +164,8 @@ def _objective_fitness(probs: jax.Array, objective: jax.Array) -> jax.Array:
 def _init_slots(evaluator, spec: AttackSpec, targeted: bool, state: DEState, slots: Slots,
                 fresh: jax.Array) -> DEState:
     """Initial population and fitness for the `fresh` slots; others unchanged."""
-    genes = jax.vmap(lambda k: init_population(jax.random.fold_in(k, 0), spec.population))(slots.key)
+    genes = jax.vmap(lambda k, r: init_population(jax.random.fold_in(k, 0), spec.population, spec.colour_init, r))(
+        slots.key, slots.colour_range)
     fitness = _objective_fitness(evaluator.probabilities(slots.cache, genes, fresh), slots.objective)
     keep = ~fresh
     return DEState(
@@ -238,6 +272,7 @@ def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: n
     slot_keys = np.array(jax.random.key_data(jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.zeros(slots_n, jnp.int32))))
     task_keys = np.asarray(jax.random.key_data(jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.asarray(task_ids, jnp.uint32))))
     slot_objective = np.zeros(slots_n, np.int32)
+    task_ranges, slot_ranges = colour_ranges(images), np.zeros((slots_n, 2, 3), np.float32)
     slot_task = np.full(slots_n, -1)
     state = DEState(jnp.zeros((slots_n, spec.population, NUM_GENES)), jnp.zeros((slots_n, spec.population)),
                     jnp.zeros(slots_n, bool), jnp.zeros(slots_n, jnp.int32))
@@ -255,11 +290,12 @@ def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: n
             task = queue.popleft()
             slot_task[slot], fresh[slot] = task, True
             slot_images[slot], slot_objective[slot], slot_keys[slot] = images[task], objective[task], task_keys[task]
+            slot_ranges[slot] = task_ranges[task]
         if fresh.any() or slots is None:  # new tasks: new caches (the clean activations), keys, targets
             slots = Slots(evaluator.prepare(jnp.asarray(slot_images)),
                           jax.random.wrap_key_data(jnp.asarray(slot_keys), impl=impl),
                           jnp.asarray(slot_objective), jnp.full(slots_n, spec.max_generations, jnp.int32),
-                          jnp.asarray(slot_task >= 0))
+                          jnp.asarray(slot_task >= 0), jnp.asarray(slot_ranges))
             state = init_fn(state, slots, jnp.asarray(fresh))
         elif not np.array_equal(np.asarray(slots.valid), slot_task >= 0):  # finished slots, none refilled
             slots = slots._replace(valid=jnp.asarray(slot_task >= 0))
@@ -328,14 +364,15 @@ def attack_protocol(model, variables, images_y10: np.ndarray, images_y1: np.ndar
     predict = _latents_and_probs(model, variables)
     latent_y10, probs_before = predict(images_y10)
     latent_y1, probs_y1 = predict(images_y1)
-    attacked = np.argmax(probs_before, 1) == labels
+    attacked = attacked_images(probs_before, labels, spec.only_correct)
     n = len(labels)
     out = dict(attacked=attacked, success=np.zeros(n, bool), target=np.full(n, -1, np.int32),
                generations=np.zeros(n, np.int32), genes=np.zeros((n, NUM_GENES), np.float32),
                generations_per_target=np.full((n, num_classes), -1, np.int32),
                success_per_target=np.zeros((n, num_classes), bool))
     engine = incremental.make_evaluator(evaluator, model, variables, spec.chunk_candidates)
-    log(f"attacking {int(attacked.sum())} of {n} images (correctly classified in Y10) with the "
+    log(f"attacking {int(attacked.sum())} of {n} images "
+        f"({'correctly classified in Y10' if spec.only_correct else 'all, attack.only_correct=False'}) with the "
         f"{engine.name} evaluator, population {spec.population}, up to {spec.max_generations} generations")
     if spec.targeted:
         pending, spent = attacked.copy(), np.zeros(n, np.int32)
@@ -400,7 +437,7 @@ def attack_run(run_dir, data, config=None, progress: bool = True, log=print) -> 
     spec = AttackSpec.from_config(config)
     y10, y1, labels, index = attack_images(data, int(config.attack.n_images), int(config.seed))
     start = time.perf_counter()
-    out = attack_protocol(model, variables, y10, y1, labels, stream_key(config.seed, "attack"), spec,
+    out = attack_protocol(model, variables, y10, y1, labels, stream_key(run_seed(config), "attack"), spec,
                           config.attack.evaluator, progress=progress, log=log)
     seconds = time.perf_counter() - start
     out["test_index"] = index

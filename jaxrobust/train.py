@@ -34,7 +34,7 @@ from jaxrobust.data import load_prepared
 from jaxrobust.predict import make_predict
 from jaxrobust.progress import progress_bar
 from jaxrobust.models import MODELS, build_model, uses_dropout
-from jaxrobust.rng import stream_key
+from jaxrobust.rng import run_seed, stream_key
 
 
 class TrainingDiverged(RuntimeError):
@@ -67,18 +67,40 @@ def from_checkpoint_tree(state: TrainState, tree: dict) -> TrainState:
                          batch_stats=tree["variables"]["batch_stats"], opt_state=tree["opt_state"])
 
 
-def make_optimizer(learning_rate: float, b1: float, b2: float, eps: float,
-                   weight_decay: float) -> optax.GradientTransformation:
-    """PyTorch `Adam(weight_decay=wd)`: L2 added to the gradient before Adam (not AdamW)."""
-    return optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-                       optax.scale(-learning_rate))
+def running_gradient_sum() -> optax.GradientTransformation:
+    """Replaces each gradient by the sum of all gradients so far (state: that sum).
+
+    The published training never calls `optimizer.zero_grad()`, so PyTorch's `.grad` keeps
+    accumulating and Adam steps on the running sum of every past gradient (its weight decay is
+    added to that sum inside `step`, hence this transformation comes first).
+    """
+    def init(params):
+        return jax.tree_util.tree_map(jnp.zeros_like, params)
+
+    def update(updates, state, params=None):
+        del params
+        total = jax.tree_util.tree_map(jnp.add, state, updates)
+        return total, total
+
+    return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(learning_rate: float, b1: float, b2: float, eps: float, weight_decay: float,
+                   accumulate_gradients: bool = False) -> optax.GradientTransformation:
+    """PyTorch `Adam(weight_decay=wd)`: L2 added to the gradient before Adam (not AdamW).
+
+    accumulate_gradients: Adam sees the running sum of all gradients (the published code's
+    never-zeroed gradients, `running_gradient_sum`); an option for reproducing the paper only.
+    """
+    adam = [optax.add_decayed_weights(weight_decay), optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+            optax.scale(-learning_rate)]
+    return optax.chain(*([running_gradient_sum()] if accumulate_gradients else []), *adam)
 
 
 def optimizer_from_config(config) -> optax.GradientTransformation:
     t = config.train
     decay = t.weight_decay_da if t.domain_adaptation else t.weight_decay
-    return make_optimizer(t.learning_rate, t.b1, t.b2, t.eps, decay)
+    return make_optimizer(t.learning_rate, t.b1, t.b2, t.eps, decay, bool(t.get("accumulate_gradients", False)))
 
 
 def create_state(model, tx, key, image_shape) -> TrainState:
@@ -96,6 +118,14 @@ class StepSpec:
     mmd_weight: float
     mmd_estimator: str
     dropout: bool
+    # Ablation (train.mixed_batch_forward): the Y1 batch joins the forward pass (BatchNorm
+    # statistics over Y10 + Y1, as with DA) while the loss stays CE on Y10, without MMD.
+    mixed_batch_forward: bool = False
+
+    @property
+    def forwards_y1(self) -> bool:
+        """Whether a step takes a Y1 batch and runs it through the model with the Y10 batch."""
+        return self.domain_adaptation or self.mixed_batch_forward
 
 
 METRIC_KEYS = ("loss", "ce", "mmd", "correct", "count")
@@ -113,7 +143,7 @@ def train_step(state: TrainState, sums: dict, batch: dict, *, spec: StepSpec, cl
     and target_mask (B,). Masked rows change neither the loss nor the BatchNorm statistics.
     """
     images, mask = batch["image"], batch["mask"]
-    if spec.domain_adaptation:
+    if spec.forwards_y1:
         images = jnp.concatenate([images, batch["target_image"]], axis=0)
         mask = jnp.concatenate([mask, batch["target_mask"]], axis=0)
     if mesh is not None:
@@ -165,7 +195,7 @@ def make_device_step(spec: StepSpec, class_weights, dropout_key, mesh, n_train: 
         idx = jax.lax.dynamic_index_in_dim(rows, step, keepdims=False)
         mask = step_mask(step, batch_size, n_train)
         batch = {"image": data["y10"][idx], "label": data["labels"][idx], "mask": mask}
-        if spec.domain_adaptation:
+        if spec.forwards_y1:
             batch["target_image"] = data["y1"][jax.lax.dynamic_index_in_dim(target_rows, step, keepdims=False)]
             batch["target_mask"] = mask
         return train_step(state, sums, batch, spec=spec, class_weights=class_weights,
@@ -193,7 +223,7 @@ def host_batches(arrays: dict, rows: np.ndarray, target_rows: np.ndarray | None,
         idx = rows[step][here]
         mask = step_mask(step, batch_size, n, np)[here]
         batch = {"image": arrays["y10"][idx], "label": arrays["labels"][idx], "mask": mask}
-        if spec.domain_adaptation:
+        if spec.forwards_y1:
             batch["target_image"] = arrays["y1"][target_rows[step][here]]
             batch["target_mask"] = mask
         return parallel.put_rows(batch, sharding, batch_size)
@@ -379,10 +409,10 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     weights = losses.class_weights(labels, config.model.num_classes)
     tx = optimizer_from_config(config)
     spec = StepSpec(bool(t.domain_adaptation), float(t.mmd_weight), t.mmd_estimator,
-                    uses_dropout(config.model.name))
+                    uses_dropout(config.model.name), bool(t.get("mixed_batch_forward", False)))
     repl = parallel.replicated(mesh)
     init = jax.jit(lambda key: create_state(model, tx, key, data.image_shape), out_shardings=repl)
-    state = init(stream_key(config.seed, "init"))
+    state = init(stream_key(run_seed(config), "init"))
     stopper = EarlyStopping(t.early_stopping, int(t.patience))
     meta = {"epoch": -1, "best_acc": -1.0, "best_epoch": -1, "stopped": False}
     if resume and checkpoint.latest_step(workdir) is not None:
@@ -400,15 +430,16 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
 
     n = len(labels)
     steps = math.ceil(n / t.batch_size)
-    placement = choose_placement(data.nbytes(("train",)) * (2 if spec.domain_adaptation else 1),
+    placement = choose_placement(data.nbytes(("train",)) * (2 if spec.forwards_y1 else 1),
                                  config.train.data_placement, log)
     class_w = jnp.asarray(weights)
-    shuffle_key, target_key = stream_key(config.seed, "shuffle"), stream_key(config.seed, "shuffle_target")
-    dropout_key = stream_key(config.seed, "dropout")
+    seed = run_seed(config)  # config.seed unless run_seed is set (several runs on one dataset)
+    shuffle_key, target_key = stream_key(seed, "shuffle"), stream_key(seed, "shuffle_target")
+    dropout_key = stream_key(seed, "dropout")
     host_arrays = {"y10": data.images["Y10", "train"], "y1": data.images["Y1", "train"], "labels": labels}
     if placement == "device":
         device_data = parallel.put_replicated({k: v for k, v in host_arrays.items()
-                                               if k != "y1" or spec.domain_adaptation}, repl)
+                                               if k != "y1" or spec.forwards_y1}, repl)
         step_fn = make_device_step(spec, class_w, dropout_key, mesh, n, t.batch_size)
     else:
         step_fn = make_host_step(spec, class_w, dropout_key, mesh)
@@ -421,7 +452,7 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
             break
         start = time.perf_counter()
         rows = epoch_rows(shuffle_key, epoch, n, t.batch_size)
-        target_rows = epoch_rows(target_key, epoch, n, t.batch_size) if spec.domain_adaptation else rows
+        target_rows = epoch_rows(target_key, epoch, n, t.batch_size) if spec.forwards_y1 else rows
         sums = parallel.put_replicated(zero_sums(), repl)
         bar = progress_bar(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress, leave=False)
         # the previous epoch's numbers: reading this epoch's would sync with the device every step
@@ -451,7 +482,7 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
                 "train.learning_rate or check the data for extreme values")
         record.update(validation_scores(predict, parallel.localize(state.variables), data, weights))
         record["seconds"] = round(time.perf_counter() - start, 3)
-        record["images_per_second"] = round(n * (2 if spec.domain_adaptation else 1) / record["seconds"], 1)
+        record["images_per_second"] = round(n * (2 if spec.forwards_y1 else 1) / record["seconds"], 1)
         if main:
             _append_metrics(workdir, record)
         last = {"loss": f"{record['train_loss']:.3f}", "acc": f"{record['train_acc']:.3f}",
