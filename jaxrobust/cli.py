@@ -208,6 +208,8 @@ def _dispatch(args, config_lib) -> int:
         from jaxrobust.data import simulate
 
         config = config_lib.load_config(args.config, args.overrides)
+        if args.workers is not None and args.workers < 0:
+            raise config_lib.ConfigError(f"--workers must be >= 0 (0 = all cores), got {args.workers}")
         provenance.claim_dataset_dir(args.out, overwrite=args.overwrite)
         info = simulate.simulate_dataset(config, args.out, workers=args.workers)
         if config.data.preview:

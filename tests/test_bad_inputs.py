@@ -269,6 +269,11 @@ def test_counts_below_one_are_refused(capsys, run, option, says):
     refused(capsys, "attack", "--workdir", run, option, names=["attack.n_images"], says=[says])
 
 
+def test_negative_workers_are_refused(capsys, tmp_path):
+    refused(capsys, "simulate", "--out", tmp_path / "sim", "--workers", "-2", names=["--workers"], says=[">= 0"])
+    assert not (tmp_path / "sim").exists()
+
+
 @pytest.mark.parametrize("option", ["scan.n_images=-1", "analysis.isomap_points=0"])
 def test_other_counts_are_checked_when_loading_a_config(capsys, dataset, tmp_path, option):
     from jaxrobust import config as config_lib
