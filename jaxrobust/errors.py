@@ -37,8 +37,8 @@ PATH_NAMES = ("path", "file", "filename", "fname", "info_path", "config_path", "
 
 def describe(err: BaseException) -> str | None:
     """One line for a known failure kind, or None for a bug (show the traceback)."""
-    if type(err).__module__.startswith("jaxrobust") and isinstance(err, ValueError):
-        return _first_line(err)  # the package's own sentence errors (ConfigError, DataError, ...)
+    if type(err).__module__.startswith("jaxrobust"):
+        return _first_line(err)  # the package's own sentence errors (ConfigError, DataError, TrainingDiverged...)
     if _raised_in(err, ("orbax", "tensorstore")):
         return _checkpoint_message(err)
     if type(err).__name__ == "ScopeParamShapeError" or _raised_in(err, ("flax",)) and "shape" in str(err).lower():
