@@ -67,7 +67,8 @@ def settings(quick: bool) -> dict:
                     generations={"convnet": 2, "resnet18": 2}, chunks={"windows": (64,), "maps": (64,)},
                     tasks={"convnet": (2,), "resnet18": (2,)}, default_tasks={"convnet": 2, "resnet18": 2},
                     determinism_chunks=(16, 48), determinism_evaluators=("incremental",),
-                    train_batch=4, train_steps=1, scan_images=1, check_images=2, check_candidates=16)
+                    train_batch=4, train_steps=1, scan_images=1, check_images=2, check_candidates=16,
+                    scan_chunk=64, scan_colours_per_call=1)
     # chunks: "windows" for the ConvNet's incremental evaluator (a few small windows per
     # candidate), "maps" wherever a candidate carries whole feature maps (full forwards,
     # ResNet18's stages 2-4), whose memory caps the chunk
@@ -77,7 +78,9 @@ def settings(quick: bool) -> dict:
                 tasks={"convnet": (64, 256, 600), "resnet18": (16, 64, 150)},
                 default_tasks={"convnet": 256, "resnet18": 64},
                 determinism_chunks=(POPULATION // 2, POPULATION, 3 * POPULATION),
-                determinism_evaluators=("incremental", "full"), train_batch=256, train_steps=20, scan_images=8, check_images=4, check_candidates=400)
+                determinism_evaluators=("incremental", "full"), train_batch=256, train_steps=20,
+                scan_images=8, check_images=4, check_candidates=400,
+                scan_chunk=0, scan_colours_per_call=0)  # 0: the scan's own defaults
 
 
 # --- Models with random weights and non-trivial BatchNorm statistics ---
@@ -254,8 +257,10 @@ def scan_rate(s: dict) -> dict | None:
     images = test_images(s["scan_images"], 6)
     labels = np.zeros(len(images), np.int32)
     colours = scan.colour_set("corners", images)
-    scan.scan_images(model, variables, images[:1], labels[:1], colours)  # compile
-    seconds = _timed(lambda: scan.scan_images(model, variables, images, labels, colours))
+    spec = attack.AttackSpec(chunk_candidates=s["scan_chunk"])
+    run = partial(scan.scan_images, model, variables, spec=spec, colours_per_call=s["scan_colours_per_call"])
+    run(images[:1], labels[:1], colours)  # compile
+    seconds = _timed(lambda: run(images, labels, colours))
     return {"images": len(images), "colours": int(len(colours)),
             "candidates_per_second": len(images) * H * W * len(colours) / seconds}
 
