@@ -363,6 +363,22 @@ def test_a_read_only_run_folder_is_refused_before_the_attack(capsys, run, tmp_pa
     assert json.loads((run / "attack.json").read_text()) == json.loads((work / "attack.json").read_text())
 
 
+def test_an_unwritable_run_folder_is_refused_before_the_attack_even_as_root(capsys, run, tmp_path, monkeypatch):
+    """The same check with the write refused by a stand-in (root may write into read-only folders)."""
+    work = copy_of(run, tmp_path)
+    real_write = Path.write_bytes
+
+    def refuse_probe(path, data):
+        if path.name.startswith(".jaxrobust-write-test"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_write(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", refuse_probe)
+    refused(capsys, "attack", "--workdir", work, *tiny.ATTACK_ARGS, names=[work], says=["cannot write", "permissions"])
+    assert "attacking" not in LAST_OUT[0]
+    assert (work / "attack.json").read_bytes() == (run / "attack.json").read_bytes()
+
+
 def test_analyze_creates_a_missing_out_folder(capsys, run, tmp_path):
     out = tmp_path / "new" / "report"
     code, err = run_cli(capsys, "analyze", "--workdir", run, "--out", out, *())
