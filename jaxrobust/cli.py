@@ -217,7 +217,7 @@ def _dispatch(args, config_lib) -> int:
         print(f"wrote {args.out}: {info['images_per_split']} images per split (spiral, elliptical, merger); "
               f"{info['simulation_seconds']:.0f} s; rejection rate {info['rejection_rate']}")
     elif args.command == "train":
-        from jaxrobust import train
+        from jaxrobust import report, train
         from jaxrobust.data import load_prepared
 
         overrides = list(args.overrides) + (["train.domain_adaptation=True"] if args.da else [])
@@ -225,10 +225,11 @@ def _dispatch(args, config_lib) -> int:
         config = config_lib.load_config(args.config, overrides)
         provenance.claim_run_dir(args.workdir, resume=args.resume, overwrite=args.overwrite)
         summary = train.train_and_evaluate(config, args.workdir, load_prepared(args.data, config), resume=args.resume)
+        report.write_run_figures(args.workdir)
         print(f"best validation accuracy {summary.get('best_val_acc_y10', float('nan')):.3f} "
               f"at epoch {summary.get('best_epoch', -1) + 1}; run in {args.workdir}")
     elif args.command == "evaluate":
-        from jaxrobust import evaluate
+        from jaxrobust import evaluate, report
         from jaxrobust.data import load_prepared
 
         config = config_lib.read_run_config(args.workdir)
@@ -236,6 +237,7 @@ def _dispatch(args, config_lib) -> int:
         data = load_prepared(_data_dir(args, config), config)
         provenance.check_data(args.workdir, data, force=args.force)
         results = evaluate.evaluate_run(args.workdir, data)
+        report.write_run_figures(args.workdir)
         print(evaluate.metrics_table({"run": results}))
     elif args.command == "attack":
         from jaxrobust import attack

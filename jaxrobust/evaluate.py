@@ -1,7 +1,8 @@
 """Test-set predictions and the paper's metric tables (Tables 2 and 4).
 
 `evaluate_run` restores the best checkpoint of a run, predicts the Y10 and Y1 test sets and
-writes predictions.npz, latents.npz, evaluation.json and figures/confusion_matrices.png.
+writes predictions.npz, latents.npz and evaluation.json (report.write_run_figures draws the
+confusion matrices).
 Weighted precision, recall and F1 are scikit-learn's `average="weighted"` (per-class scores
 averaged with weights = true instances per class), as in the paper.
 """
@@ -14,7 +15,6 @@ import numpy as np
 from sklearn import metrics as skm
 
 from jaxrobust import checkpoint, parallel, provenance
-from jaxrobust.config import CLASS_NAMES
 from jaxrobust.predict import make_predict, probabilities
 from jaxrobust.data import store
 
@@ -37,8 +37,6 @@ def classification_metrics(labels: np.ndarray, predicted: np.ndarray, num_classe
 
 def evaluate_run(run_dir, data, series: str = "best", log=print) -> dict:
     """Evaluates a trained run on the test split at both depths; returns {"Y10": m, "Y1": m}."""
-    from jaxrobust import plots  # a higher layer (tests/test_layers.py FIGURE_EDGES); matplotlib
-
     run_dir = Path(run_dir)
     model, variables, config = checkpoint.load_variables(run_dir, series)
     # several processes: each predicts on its own devices (the same numbers); process 0 writes
@@ -62,9 +60,6 @@ def evaluate_run(run_dir, data, series: str = "best", log=print) -> dict:
         "predictions.npz": {k: v for k, v in arrays.items() if not k.startswith("latent")},
         "latents.npz": dict(labels=labels, **{k: v for k, v in arrays.items() if k.startswith("latent")})},
         json_files={"evaluation.json": results})
-    plots.confusion_matrices(run_dir / "figures" / "confusion_matrices.png",
-                             [results["Y10"]["confusion"], results["Y1"]["confusion"]],
-                             ["Y10 test", "Y1 test"], CLASS_NAMES)
     log(f"{run_dir}: test accuracy Y10 {results['Y10']['accuracy']:.3f}, Y1 {results['Y1']['accuracy']:.3f}")
     return results
 

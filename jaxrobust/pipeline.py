@@ -82,6 +82,7 @@ def run_variant(config, run_dir: Path, data, log=print) -> None:
         log(f"[{name}] evaluation current: skipped")
     else:
         evaluate.evaluate_run(run_dir, data, log=log)
+        report.write_run_figures(run_dir)
     info_path = run_dir / "attack.json"
     current_attack = json.loads(config_lib.to_json(config))["attack"]
     if (_newer(run_dir / "attack.npz", best) and info_path.exists()

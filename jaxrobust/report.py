@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrobust import checkpoint, evaluate, io, latent, plots, robustness, scan, train
-from jaxrobust.config import read_run_config
+from jaxrobust import checkpoint, evaluate, io, latent, parallel, plots, robustness, scan, train
+from jaxrobust.config import CLASS_NAMES, read_run_config
 
 # The paper's numbers (Ćiprijanović et al. 2022, TNG100 data), one row per model.
 # Tables 2 and 4: (accuracy, precision, recall, F1) of Reg Y10, Reg Y1, DA Y10, DA Y1.
@@ -177,12 +177,40 @@ def scan_section(runs: list[RunArtifacts], figures: Path, analysis_config) -> di
     return out
 
 
+def write_run_figures(run_dir: Path) -> list[Path]:
+    """figures/training_curves.png (from metrics.jsonl) and figures/confusion_matrices.png (from
+    evaluation.json) of one run, each where its input exists; process 0 only.
+
+    Drawn here, above train and evaluate, so that the trainer and the evaluator never import
+    plots (docs/architecture.md): the CLI, `reproduce` and `analyze` call this after those stages.
+    """
+    if not parallel.is_main_process():
+        return []
+    run_dir = Path(run_dir)
+    written = []
+    history = train.read_metrics(run_dir)
+    if history:
+        config = read_run_config(run_dir)
+        arm = "DA" if config.train.domain_adaptation else "regular"
+        written.append(plots.training_curves(run_dir / "figures" / "training_curves.png", history,
+                                             title=f"{config.model.name}, {arm}"))
+    evaluation = run_dir / "evaluation.json"
+    if evaluation.exists():
+        results = json.loads(evaluation.read_text())
+        written.append(plots.confusion_matrices(run_dir / "figures" / "confusion_matrices.png",
+                                                [results["Y10"]["confusion"], results["Y1"]["confusion"]],
+                                                ["Y10 test", "Y1 test"], CLASS_NAMES))
+    return written
+
+
 def analyze(run_dirs: list[Path], out_dir: Path | None = None, log=print) -> dict:
     """Analysis of one run, or of a regular and a DA run of the same model (any order).
 
     Writes analysis.json, figures/ and report.md into `out_dir` (default: the first run).
     """
     start = time.perf_counter()
+    for run_dir in run_dirs:
+        write_run_figures(run_dir)
     runs = [RunArtifacts(d) for d in run_dirs]
     if len({r.name for r in runs}) != len(runs):
         raise ValueError("compare a regular run with a DA run (`--compare`); both given runs are "

@@ -387,8 +387,8 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
                        log=print) -> dict:
     """Trains `config.model` on prepared data into `workdir`; returns the final summary.
 
-    Writes config.json, metrics.jsonl (one line per epoch), checkpoints/{latest,best} and
-    figures/training_curves.png. With `resume`, restarts after the last completed epoch and
+    Writes config.json, metrics.jsonl (one line per epoch) and checkpoints/{latest,best}
+    (report.write_run_figures draws the training curves from metrics.jsonl). With `resume`, restarts after the last completed epoch and
     ends with the same numbers as an uninterrupted run.
     """
     check_config(config)
@@ -504,11 +504,6 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
             log(f"early stopping after epoch {epoch + 1} ({t.early_stopping}, patience {t.patience})")
     history = read_metrics(workdir)
     if history:
-        from jaxrobust import plots  # a higher layer (tests/test_layers.py FIGURE_EDGES); matplotlib
-
-        if main:
-            plots.training_curves(workdir / "figures" / "training_curves.png", history,
-                                  title=f"{config.model.name}, {'DA' if spec.domain_adaptation else 'regular'}")
         summary = dict(history[-1], best_epoch=meta["best_epoch"], best_val_acc_y10=meta["best_acc"],
                        epochs_run=len(history), placement=placement)
     return summary

@@ -118,7 +118,6 @@ def test_evaluate_run_writes_its_files(evaluated):
     saved = json.loads((workdir / "evaluation.json").read_text())
     assert saved["Y10"]["accuracy"] == pytest.approx(results["Y10"]["accuracy"])
     assert sum(map(sum, saved["Y1"]["confusion"])) == n
-    assert (workdir / "figures" / "confusion_matrices.png").stat().st_size > 0
 
 
 def test_evaluate_run_matches_a_direct_forward_pass(evaluated):
@@ -156,3 +155,19 @@ def test_predict_pads_the_last_batch(evaluated):
     assert latents.shape == (7, 256) and logits.shape == (7, 3)
     np.testing.assert_allclose(logits, direct_logits, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(latents, direct_latent, rtol=1e-4, atol=1e-5)
+
+
+def test_run_figures_are_drawn_from_the_files_the_run_wrote(evaluated, tmp_path):
+    """report.write_run_figures: the curves from metrics.jsonl, the matrices from evaluation.json."""
+    import shutil
+
+    from jaxrobust import report
+
+    workdir, _, _ = evaluated
+    written = report.write_run_figures(workdir)
+    assert [p.name for p in written] == ["training_curves.png", "confusion_matrices.png"]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    trained_only = tmp_path / "run"
+    shutil.copytree(workdir, trained_only, ignore=shutil.ignore_patterns("evaluation.json", "figures"))
+    assert [p.name for p in report.write_run_figures(trained_only)] == ["training_curves.png"]

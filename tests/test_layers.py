@@ -35,15 +35,6 @@ LAYER_ORDER = (
 LAYER = {module: rank for rank, (_, modules) in enumerate(LAYER_ORDER) for module in modules}
 PACKAGES = ("jaxrobust.data", "jaxrobust.models")  # their submodules share the package's layer
 
-# train and evaluate draw their run's figures (training curves, confusion matrices) through
-# plots, which sits above them in docs/architecture.md although it now draws finished arrays
-# only (it imports nothing but config). Either plots moves to the base layer or the callers
-# (pipeline, cli) draw these figures; until the lead decides, these two edges are allowed.
-FIGURE_EDGES = {
-    ("jaxrobust.train", "jaxrobust.plots"),
-    ("jaxrobust.evaluate", "jaxrobust.plots"),
-}
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -102,16 +93,9 @@ def test_every_module_has_a_layer():
 
 
 def test_no_module_imports_a_higher_layer():
-    bad = [edge for edge in upward_imports() if edge not in FIGURE_EDGES]
+    bad = list(upward_imports())
     assert not bad, "imports from a higher layer (importer -> imported): " + ", ".join(
         f"{a} -> {b}" for a, b in bad)
-
-
-def test_the_allow_list_names_only_real_edges():
-    """An allowed edge that no longer exists must leave the list (so the list only shrinks)."""
-    edges = set(upward_imports())
-    stale = sorted(FIGURE_EDGES - edges)
-    assert not stale, f"remove from the allow-list in tests/test_layers.py: {stale}"
 
 
 def test_the_walk_sees_imports_inside_functions(tmp_path):
