@@ -261,8 +261,9 @@ def scan_rate(s: dict) -> dict | None:
     run = partial(scan.scan_images, model, variables, spec=spec, colours_per_call=s["scan_colours_per_call"])
     run(images[:1], labels[:1], colours)  # compile
     seconds = _timed(lambda: run(images, labels, colours))
-    return {"images": len(images), "colours": int(len(colours)),
-            "candidates_per_second": len(images) * H * W * len(colours) / seconds}
+    n_colours = int(np.shape(colours)[-2])  # one set (K, 3) or one per image (N, K, 3)
+    return {"images": len(images), "colours": n_colours,
+            "candidates_per_second": len(images) * H * W * n_colours / seconds}
 
 
 # --- 3. The report ---
