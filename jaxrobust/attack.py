@@ -318,15 +318,21 @@ def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: n
 
 
 # --- The paper's protocol ---
-def check_inputs(images: np.ndarray, labels: np.ndarray, num_classes: int, targets=None) -> None:
-    """Clear errors for shapes, label range, empty sets and targets equal to the true class."""
+def check_stamps(images: np.ndarray, labels: np.ndarray, purpose: str = "attack") -> None:
+    """Clear errors for image and label shapes and empty sets (the attack's and the scan's inputs)."""
     images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be (N, H, W, 3) stretched NHWC stamps, got shape {images.shape}")
     if len(images) == 0:
-        raise ValueError("no images to attack (empty set)")
+        raise ValueError(f"no images to {purpose} (empty set)")
     if labels.shape != (len(images),):
         raise ValueError(f"labels must be ({len(images)},) class indices, got shape {labels.shape}")
+
+
+def check_inputs(images: np.ndarray, labels: np.ndarray, num_classes: int, targets=None) -> None:
+    """Clear errors for shapes, label range, empty sets and targets equal to the true class."""
+    check_stamps(images, labels)
+    images, labels = np.asarray(images), np.asarray(labels)
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes - 1}], got range [{labels.min()}, {labels.max()}]")
     if targets is not None:

@@ -32,6 +32,14 @@ DATA_HELP = ("dataset folder, recognised by content: one written by `jaxrobust s
 OVERRIDES_HELP = "config overrides as dotted key=value pairs, e.g. train.epochs=5 attack.population=100"
 
 
+def _add_run_and_data(p) -> None:
+    """--workdir (a trained run), --data (default: the run's own dataset) and --force."""
+    p.add_argument("--workdir", required=True, type=Path, help="a training run folder")
+    p.add_argument("--data", type=Path, default=None, help="dataset folder (default: the one the run trained on)")
+    p.add_argument("--force", action="store_true",
+                   help="use --data even though it is not the dataset the run was trained on")
+
+
 def _add_config(p, default="quick"):
     p.add_argument("--config", default=default,
                    help="config file (configs/*.py) or bundled name: quick, paper_convnet, paper_resnet18 "
@@ -73,19 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test-set metrics (paper Tables 2/4), predictions and latents",
                        description="Restore the best checkpoint of a run, predict the Y10 and Y1 test sets, "
                                    "write evaluation.json, predictions.npz, latents.npz and confusion matrices.")
-    p.add_argument("--workdir", required=True, type=Path, help="a training run folder")
-    p.add_argument("--data", type=Path, default=None, help="dataset folder (default: the one the run trained on)")
-    p.add_argument("--force", action="store_true",
-                   help="use --data even though it is not the dataset the run was trained on")
+    _add_run_and_data(p)
 
     p = sub.add_parser("attack", help="one-pixel attack on the test subsample (paper protocol)",
                        description="Differential-evolution one-pixel attack of every correctly classified "
                                    "Y10 image of the seeded test subsample, towards each other class in turn. "
                                    "Writes attack.npz and attack.json into the run folder.")
-    p.add_argument("--workdir", required=True, type=Path, help="a training run folder")
-    p.add_argument("--data", type=Path, default=None, help="dataset folder (default: the one the run trained on)")
-    p.add_argument("--force", action="store_true",
-                   help="use --data even though it is not the dataset the run was trained on")
+    _add_run_and_data(p)
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="attack overrides, e.g. attack.population=100 attack.n_images=10 attack.evaluator=full")
 
@@ -94,10 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "exactly (the attack's evaluators), on the images `attack` uses (the first "
                                    "scan.n_images of them), and write per-image vulnerability maps to scan.npz and "
                                    "the counts to scan.json. An interrupted scan resumes where it stopped.")
-    p.add_argument("--workdir", required=True, type=Path, help="a training run folder")
-    p.add_argument("--data", type=Path, default=None, help="dataset folder (default: the one the run trained on)")
-    p.add_argument("--force", action="store_true",
-                   help="use --data even though it is not the dataset the run was trained on")
+    _add_run_and_data(p)
     p.add_argument("--colours", default=None,
                    help="corners (the 8 RGB-cube corners), minmax (each image's per-band min/max, 8 colours), "
                         "grid:K (K^3 colours, K >= 2) or a .npy/.txt file of N x 3 colours in [0, 1] "

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import parallel
-from jaxrobust.attack import AttackSpec
+from jaxrobust.attack import AttackSpec, check_stamps
 from jaxrobust.candidates import NUM_GENES, UNROLL_MAX_CHUNKS, CandidateEvaluator, encode
 from jaxrobust.incremental import make_evaluator
 from jaxrobust.progress import progress_bar
@@ -225,12 +225,7 @@ def scan_with_evaluator(evaluator, images: np.ndarray, labels: np.ndarray, colou
     spec = spec or AttackSpec()
     images = np.asarray(images, np.float32)
     labels = np.asarray(labels, np.int32)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be (N, H, W, 3) stretched NHWC stamps, got shape {images.shape}")
-    if len(images) == 0:
-        raise ValueError("no images to scan (empty set)")
-    if labels.shape != (len(images),):
-        raise ValueError(f"labels must be ({len(images)},) class indices, got shape {labels.shape}")
+    check_stamps(images, labels, "scan")
     colours = np.asarray(colours, np.float32)
     if colours.ndim == 2:
         colours = np.broadcast_to(colours, (len(images),) + colours.shape)
