@@ -1,0 +1,41 @@
+"""data/pairing.py: faint, noisy Y1 twins are still recognised; another order is not."""
+import numpy as np
+
+from jaxrobust.data import pairing
+
+
+def _faint_pairs(n=64, size=100, seed=0):
+    """Y10 and Y1 NCHW stamps of n faint blobs of random position and width; Y1 has 10x the
+    relative noise of Y10 (a tenth of the exposure), at a level where single pixels are noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    centres = rng.uniform(25, 75, (n, 2))
+    widths = rng.uniform(4, 15, n)
+    blobs = np.exp(-((yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2)
+                   / (2 * widths[:, None, None] ** 2))
+    blobs = np.repeat(blobs[:, None], 3, axis=1)
+    y10 = blobs + rng.normal(0, 1.5, blobs.shape)
+    y1 = blobs + rng.normal(0, 1.5 * np.sqrt(10), blobs.shape)
+    return y10, y1
+
+
+def test_coarse_cells_average_blocks_of_the_band_sum():
+    stamps = np.arange(2 * 3 * 20 * 20, dtype=float).reshape(2, 3, 20, 20)
+    cells = pairing.coarse(stamps, cells=10)
+    summed = stamps.sum(axis=1)
+    assert cells.shape == (2, 10, 10)
+    assert cells[1, 3, 4] == summed[1, 6:8, 8:10].mean()
+    np.testing.assert_array_equal(pairing.coarse(np.moveaxis(stamps, 1, -1), cells=10), cells)
+
+
+def test_noisy_twins_are_accepted_where_raw_pixels_would_refuse_them():
+    y10, y1 = _faint_pairs()
+    raw = pairing.matched_wins(y10, y1)
+    assert raw < pairing.MIN_MATCHED_WINS  # the case the cells are for
+    assert pairing.same_galaxies_problem(y10, y1, "Y10.npy", "Y1.npy") is None
+
+
+def test_noisy_twins_in_another_order_are_refused():
+    y10, y1 = _faint_pairs()
+    problem = pairing.same_galaxies_problem(y10, np.roll(y1, 1, axis=0), "Y10.npy", "Y1.npy")
+    assert problem is not None and problem.startswith("Y1.npy")
