@@ -14,6 +14,7 @@ recipes below with rejection sampling (data.population="recipes": datasets made 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -515,6 +516,27 @@ def _population_batch_size(spec: SimulationSpec, kept: list, tried: int, seen: n
     return max(0, min(need + 2, limit - tried))
 
 
+def _require_counts(kept: list, spec: SimulationSpec, shortfall) -> None:
+    """RuntimeError(shortfall(class, name)) for the first class with fewer galaxies than its count."""
+    for cls, name in enumerate(CLASS_NAMES):
+        if len(kept[cls]) < spec.counts[cls]:
+            raise RuntimeError(shortfall(cls, name))
+
+
+@contextlib.contextmanager
+def _candidate_workers(spec: SimulationSpec, workers: int, progress: bool):
+    """(map, bar): `map(fn, tasks)` over worker processes (in order) or in this process, and the
+    progress bar of accepted galaxies; both closed on the way out, also on an interruption."""
+    bar = progress_bar(total=sum(spec.counts), desc="simulate", unit="gal", disable=not progress)
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        yield (lambda fn, tasks: pool.imap(fn, tasks, chunksize=1)) if pool else map, bar
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+
+
 def _simulate_population(spec: SimulationSpec, workers: int, progress: bool) -> "SimulationResult":
     """simulate_galaxies for the continuous population: candidates in index order, each kept when
     its label's class is still short of its count (never rejected for being ambiguous)."""
@@ -524,9 +546,7 @@ def _simulate_population(spec: SimulationSpec, workers: int, progress: bool) -> 
     seen = np.zeros(3)  # labels of the candidates used so far (for the batch size)
     confusion = np.zeros((3, 4), dtype=np.int64)
     limit = int(math.ceil(sum(spec.counts) * spec.max_candidates_factor))
-    bar = progress_bar(total=sum(spec.counts), desc="simulate", unit="gal", disable=not progress)
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
-    try:
+    with _candidate_workers(spec, workers, progress) as (run, bar):
         while any(len(kept[c]) < spec.counts[c] for c in range(3)):
             size = _population_batch_size(spec, kept, next_index, seen, limit)
             if size == 0:
@@ -534,8 +554,7 @@ def _simulate_population(spec: SimulationSpec, workers: int, progress: bool) -> 
             open_classes = tuple(c for c in range(3) if len(kept[c]) < spec.counts[c])
             tasks = [(spec, k, open_classes) for k in range(next_index, next_index + size)]
             next_index += size
-            results = pool.imap(_population_task, tasks, chunksize=1) if pool else map(_population_task, tasks)
-            for candidate in results:
+            for candidate in run(_population_task, tasks):
                 if all(len(kept[c]) == spec.counts[c] for c in range(3)):
                     continue  # look-ahead beyond the counts: computed, not used
                 tried += 1
@@ -547,16 +566,10 @@ def _simulate_population(spec: SimulationSpec, workers: int, progress: bool) -> 
                         kept[candidate.label].append(candidate)
                         bar.update(1)
                         bar.set_postfix(tried=tried)
-    finally:
-        bar.close()
-        if pool:
-            pool.terminate()
-    for cls, name in enumerate(CLASS_NAMES):
-        if len(kept[cls]) < spec.counts[cls]:
-            raise RuntimeError(
-                f"only {len(kept[cls])} of {spec.counts[cls]} {name} galaxies among {tried} candidates of the "
-                f"continuous population (data.max_candidates_factor={spec.max_candidates_factor}); raise the "
-                "factor or lower the count")
+    _require_counts(kept, spec, lambda cls, name: (
+        f"only {len(kept[cls])} of {spec.counts[cls]} {name} galaxies among {tried} candidates of the "
+        f"continuous population (data.max_candidates_factor={spec.max_candidates_factor}); raise the "
+        "factor or lower the count"))
     by_label = np.array([len(k) for k in kept])
     spare = {name: int(confusion[:, c].sum() - by_label[c]) for c, name in enumerate(CLASS_NAMES)}
     return SimulationResult([c for cls_kept in kept for c in cls_kept], dict(all=tried),
@@ -624,12 +637,9 @@ def simulate_galaxies(spec: SimulationSpec, workers: int = 0, progress: bool = T
     kept: list[list[Candidate]] = [[], [], []]
     next_index, tried = [0, 0, 0], [0, 0, 0]
     confusion = np.zeros((3, 4), dtype=np.int64)
-    bar = progress_bar(total=sum(spec.counts), desc="simulate", unit="gal", disable=not progress)
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
-    try:
+    with _candidate_workers(spec, workers, progress) as (run, bar):
         while tasks := _next_batch(spec, kept, next_index, tried):
-            results = pool.imap(_simulate_task, tasks, chunksize=1) if pool else map(_simulate_task, tasks)
-            for candidate in results:
+            for candidate in run(_simulate_task, tasks):
                 cls = candidate.intended_class
                 if len(kept[cls]) == spec.counts[cls]:
                     continue  # look-ahead beyond the count: computed, not used
@@ -639,16 +649,10 @@ def simulate_galaxies(spec: SimulationSpec, workers: int = 0, progress: bool = T
                     kept[cls].append(candidate)
                     bar.update(1)
                     bar.set_postfix(tried=sum(tried))
-    finally:
-        bar.close()
-        if pool:
-            pool.terminate()
-    for cls, name in enumerate(CLASS_NAMES):
-        if len(kept[cls]) < spec.counts[cls]:
-            raise RuntimeError(
-                f"only {len(kept[cls])} of {spec.counts[cls]} {name} candidates out of {tried[cls]} "
-                f"passed the G-M20 labeller (data.max_candidates_factor={spec.max_candidates_factor}); "
-                "raise the factor or set data.label_by='intended'")
+    _require_counts(kept, spec, lambda cls, name: (
+        f"only {len(kept[cls])} of {spec.counts[cls]} {name} candidates out of {tried[cls]} "
+        f"passed the G-M20 labeller (data.max_candidates_factor={spec.max_candidates_factor}); "
+        "raise the factor or set data.label_by='intended'"))
     rates = {name: 1.0 - spec.counts[c] / tried[c] for c, name in enumerate(CLASS_NAMES)}
     return SimulationResult([c for cls_kept in kept for c in cls_kept],
                             dict(zip(CLASS_NAMES, tried)), rates, confusion,
