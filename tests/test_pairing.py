@@ -38,3 +38,8 @@ def test_noisy_twins_in_another_order_are_refused():
     y10, y1 = _faint_pairs()
     problem = pairing.same_galaxies_problem(y10, np.roll(y1, 1, axis=0), "Y10.npy", "Y1.npy")
     assert problem is not None and problem.startswith("Y1.npy")
+
+
+def test_few_rows_are_refused_only_below_two_random_order_deviations():
+    assert pairing.min_matched_wins(64) == pairing.MIN_MATCHED_WINS
+    assert abs(pairing.min_matched_wins(8) - (0.5 + 2 * (1 / 96) ** 0.5)) < 1e-12
