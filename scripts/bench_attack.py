@@ -16,7 +16,6 @@ Rates are ratios to baselines measured in the same process: this machine is shar
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bench_json import emit  # noqa: E402
 
 from jaxrobust import attack, incremental  # noqa: E402
 from jaxrobust.candidates import FullEvaluator, logits_function, perturb  # noqa: E402
@@ -234,12 +234,7 @@ def main(argv=None) -> dict:
               "jax_version": jax.__version__}
     for name in args.models.split(","):
         result[name] = bench_model(name, args, peak)
-    text = json.dumps(result, indent=2, default=float)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
-    return result
+    return emit(result, args.out, default=float)
 
 
 if __name__ == "__main__":

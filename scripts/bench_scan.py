@@ -20,7 +20,6 @@ same run: this machine is shared and noisy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -34,6 +33,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bench_json import emit  # noqa: E402
 
 from bench_attack import (H, W, convnet_flops, incremental_flops, matmul_flops_per_second, ours,  # noqa: E402
                           random_variables, resnet18_flops)
@@ -126,12 +126,7 @@ def main(argv=None) -> dict:
     for name in args.models.split(","):
         n = args.images if name == "convnet" else args.resnet_images
         result[name] = bench_model(name, n, args, peak)
-    text = json.dumps(result, indent=2, default=float)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
-    return result
+    return emit(result, args.out, default=float)
 
 
 if __name__ == "__main__":

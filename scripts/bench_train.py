@@ -14,7 +14,6 @@ JAXROBUST_KEEP_FREED_MEMORY=0 measures them under glibc's default malloc.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bench_json import emit  # noqa: E402
 
 from jaxrobust import losses, parallel, train  # noqa: E402
 from jaxrobust.models import build_model, uses_dropout  # noqa: E402
@@ -135,12 +135,7 @@ def main(argv=None) -> dict:
                     row[f"ratio_jax_over_{key}"] = row["jax"] / row[key]
             entry[mode] = row
         result[name] = entry
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

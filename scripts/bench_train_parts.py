@@ -33,6 +33,9 @@ import numpy as np  # noqa: E402
 from jaxrobust import losses  # noqa: E402
 from jaxrobust.models.conv import conv2d, conv_patches  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # scripts/ helpers
+from _bench_json import emit  # noqa: E402
+
 # (name, input H = W, C_in, C_out, kernel, stride, padding): the networks' convolutions at 100 x 100
 CONV_SHAPES = (("convnet conv1 (2x2 blocks)", 50, 12, 32, 3, 1, (1, 1)),
                ("convnet conv2", 50, 8, 16, 3, 1, (1, 1)),
@@ -124,8 +127,7 @@ def mmd_part(repeats: int) -> dict:
 
 def faults_child(steps: int) -> dict:
     """One ConvNet train step loop in this process: page faults per step and images/s."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import bench_train
+    import bench_train  # scripts/ is on sys.path (module top)
 
     counters = {}
     images_per_second = bench_train.jax_images_per_second("convnet", False, steps, counters=counters)
@@ -167,12 +169,7 @@ def main(argv=None) -> dict:
         result["mmd_grad"] = mmd_part(repeats)
     if "faults" in parts:
         result["convnet_step_host_memory"] = faults_part(3 if args.quick else 10)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":
