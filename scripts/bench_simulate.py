@@ -20,7 +20,6 @@ Takes about 2-3 minutes with the defaults on a 2-core machine.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import resource
@@ -33,7 +32,9 @@ import galsim
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, if not installed
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ helpers
 
+from _bench_json import emit  # noqa: E402
 from jaxrobust.config import load_config  # noqa: E402
 from jaxrobust.data import morphology, simulate  # noqa: E402
 
@@ -246,12 +247,7 @@ def main(argv=None) -> dict:
                                                            RECIPE_OVERRIDES, [args.workers])
     result["machine"]["load_average_at_end"] = os.getloadavg()
     result["total_seconds"] = round(time.perf_counter() - start, 1)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, if not installed
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ helpers
 
+from _bench_json import emit  # noqa: E402
 from jaxrobust.config import load_config  # noqa: E402
 from jaxrobust.data import catalogue, simulate  # noqa: E402
 
@@ -264,11 +266,7 @@ def main(argv=None) -> dict:
     report["figures"] = figures(args.figures, populations)
     report["command"] = "python scripts/study_data_realism.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report["seconds"] = round(time.perf_counter() - start, 1)
-    text = json.dumps(report, indent=2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    print(text)
-    return report
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":
