@@ -196,6 +196,43 @@ def test_aperture_fraction_is_photutils_exact_overlap(a, elongation, theta):
     np.testing.assert_allclose(frac, expected, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("shape, center, r", [
+    ((44, 50), (21.3, 25.8), 17.6), ((80, 80), (40.27, 39.71), 47.3),
+    ((30, 30), (14.5, 15.0), 3.2), ((20, 26), (9.9, 10.2), 40.0), ((9, 9), (4.0, 4.0), 0.3)])
+def test_disc_fraction_is_the_polygon_disc_overlap_of_every_pixel(shape, center, r):
+    # The circle fast path (band pixels only, corners unrotated, one wedge
+    # call) against the general ellipse geometry on every pixel of the window.
+    y, x = np.indices(shape)
+    everywhere = mo._pixel_ellipse_overlap(x.ravel().astype(float), y.ravel().astype(float),
+                                           center, r, 1.0, 0.0).reshape(shape)
+    frac = mo._disc_fraction(shape, center, r)
+    np.testing.assert_allclose(frac, everywhere, rtol=0, atol=1e-12)
+    assert frac.sum() == pytest.approx(everywhere.sum(), abs=1e-9)
+    band = (frac > 0) & (frac < 1)
+    np.testing.assert_array_equal(frac[band], everywhere[band])  # the same arithmetic
+
+
+def test_curve_of_growth_equals_one_whole_stamp_bincount():
+    rng = np.random.default_rng(11)
+    image = rng.normal(1.0, 1.0, (53, 61))
+    valid = rng.uniform(size=image.shape) > 0.1
+    k = mo._SUBSAMPLE
+    for center, elongation, theta, mask in [((30.2, 25.7), 1.0, 0.0, np.ones_like(valid)),
+                                            ((12.9, 40.1), 2.3, 0.6, valid)]:
+        sub = (np.arange(k) + 0.5) / k - 0.5
+        x = (np.arange(image.shape[1])[:, None] + sub).reshape(1, -1)
+        y = (np.arange(image.shape[0])[:, None] + sub).reshape(-1, 1)
+        radius = np.sqrt(mo._ellip_radius2(x, y, center, elongation, theta))
+        bins = (radius / mo._RADIUS_BIN).astype(np.int64).ravel()
+        up = lambda a: np.kron(a, np.ones((k, k))).ravel()  # noqa: E731
+        flux = np.bincount(bins, weights=up(image / k ** 2))
+        area = np.bincount(bins, weights=up(mask / k ** 2), minlength=flux.size)
+        edges, cum_flux, cum_area = mo._curve_of_growth(image, mask, center, elongation, theta)
+        np.testing.assert_array_equal(edges, mo._RADIUS_BIN * np.arange(flux.size + 1))
+        np.testing.assert_array_equal(cum_flux, np.concatenate(([0.0], np.cumsum(flux))))
+        np.testing.assert_allclose(cum_area, np.concatenate(([0.0], np.cumsum(area))), rtol=1e-13)
+
+
 def test_rotation_matches_skimage_rotate():
     from skimage.transform import rotate
 
@@ -209,6 +246,9 @@ def test_rotation_matches_skimage_rotate():
             rotator.bilinear(0, center, full),
             rotate(image, 180.0, center=center, order=1, clip=False),
             atol=1e-9)
+        window = mo._circle_window(image.shape, center, 9.5)
+        np.testing.assert_array_equal(rotator.bilinear(0, center, window),
+                                      rotator.bilinear(0, center, full)[window])
         np.testing.assert_array_equal(
             rotator.nearest(1, center, full) >= 0.5,
             rotate(mask, 180.0, center=center) >= 0.5)
