@@ -47,12 +47,16 @@ def _enable_compilation_cache():
 
 
 CACHE_DIR = _enable_compilation_cache()
+# The same folder for everything the session starts: subprocesses and notebook kernels read the
+# JAX variables, and the CLI (cli.enable_compilation_cache, run by every `main([...])` in-process
+# or in a subprocess) reads JAXROBUST_COMPILATION_CACHE instead of pointing JAX at ~/.cache.
+os.environ.update({"JAX_COMPILATION_CACHE_DIR": CACHE_DIR, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
+                   "JAXROBUST_COMPILATION_CACHE": CACHE_DIR})
 
 
 def subprocess_env(**extra) -> dict:
     """Environment for a test's Python subprocess: this session's compilation cache."""
-    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=CACHE_DIR,
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2", **extra)
+    return dict(os.environ, **extra)
 
 # Train: 20 images (batch 8 -> steps of 8, 8, 4: a ragged last batch); valid, test: 12 each.
 SPLIT_SIZES = {"train": 20, "valid": 12, "test": 12}

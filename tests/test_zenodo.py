@@ -26,6 +26,9 @@ SUBSAMPLE = ("regular_images_150.npy", "noisy_images_150.npy", "labels_150.npy")
 SUBSAMPLE_THESIS = ("images_Y10_test_150.npy", "images_Y1_test_150.npy", "labels_test_150.npy")
 TINY_RUN = ["train.epochs=1", "train.batch_size=8", "attack.n_images=3", "attack.population=20",
             "attack.max_generations=2", "attack.block_generations=2"]
+# What reproduce runs besides the stages these tests are about (the layout feeding training,
+# evaluation, the attack and the analysis): test_pipeline's study scans and animates.
+NO_EXTRAS = ["scan.enabled=False", "analysis.animation=False", "analysis.isomap_points=12"]
 
 
 def subsample_order(test_labels: np.ndarray) -> np.ndarray:
@@ -77,7 +80,7 @@ def check_run(run: Path, order: np.ndarray, test_labels: np.ndarray) -> None:
 def test_reproduce_on_a_zenodo_folder(zenodo32, tmp_path):
     root, order = zenodo32
     assert not (root / "dataset.json").exists() and not list(root.glob("metadata*"))
-    assert main(["reproduce", "--data", str(root), "--workdir", str(tmp_path), *TINY_RUN]) == 0
+    assert main(["reproduce", "--data", str(root), "--workdir", str(tmp_path), *TINY_RUN, *NO_EXTRAS]) == 0
     test_labels = np.load(root / "labels_test.npy").argmax(1)
     for name in ("regular", "da"):
         config = json.loads((tmp_path / name / "config.json").read_text())
@@ -94,7 +97,7 @@ def test_train_evaluate_attack_analyze_on_float64_files_with_thesis_names(tmp_pa
     data = tmp_path / "zenodo64"
     order = write_zenodo(data, np.float64, SUBSAMPLE_THESIS)
     run = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--workdir", str(run), *TINY_RUN[:2]]) == 0
+    assert main(["train", "--data", str(data), "--workdir", str(run), *TINY_RUN[:2], *NO_EXTRAS[1:]]) == 0
     assert main(["evaluate", "--workdir", str(run)]) == 0
     assert main(["attack", "--workdir", str(run), *TINY_RUN[2:]]) == 0
     assert main(["analyze", "--workdir", str(run)]) == 0
