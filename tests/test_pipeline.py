@@ -17,7 +17,7 @@ RUN = list(_tiny_dataset.TINY_OVERRIDES) + [
     "train.epochs=2", "train.batch_size=8", "train.learning_rate=1e-3", "attack.n_images=6",
     "attack.population=40", "attack.max_generations=6", "attack.block_generations=3",
     "analysis.isomap_points=12", "analysis.church_windows=1", "analysis.bootstrap=100",
-    "scan.n_images=2"]  # the scan stage runs; compile time, not images, is most of its cost
+    "scan.n_images=1"]  # the scan stage runs; compile time, not images, is most of its cost
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,8 @@ def test_every_stage_wrote_its_outputs(study):
     for name in ("regular", "da"):
         run = study / name
         for path in ("config.json", "metrics.jsonl", "evaluation.json", "predictions.npz", "latents.npz",
-                     "attack.npz", "attack.json", "figures/training_curves.png", "figures/confusion_matrices.png"):
+                     "attack.npz", "attack.json", "scan.npz", "scan.json", "figures/training_curves.png",
+                     "figures/confusion_matrices.png"):
             assert (run / path).exists(), f"{name}/{path}"
         assert json.loads((run / "config.json").read_text())["train"]["domain_adaptation"] == (name == "da")
     for path in ("analysis.json", "report.md", "timings.json"):
@@ -100,23 +101,29 @@ def test_rerun_skips_finished_stages(study, capsys):
     after = {p: os.stat(study / p).st_mtime for p in before}
     assert after == before
     # a changed attack setting reruns the attacks only
-    assert main(["reproduce", "--workdir", str(study), *RUN[:-4], "attack.max_generations=5",
-                 *RUN[-3:]]) == 0
+    changed = [o for o in RUN if not o.startswith("attack.max_generations=")] + ["attack.max_generations=5"]
+    assert main(["reproduce", "--workdir", str(study), *changed]) == 0
     out = capsys.readouterr().out
     assert out.count("training finished earlier: skipped") == 2
     assert "attack current: skipped" not in out
 
 
-def test_a_killed_study_resumes_where_it_stopped(tmp_path):
-    """SIGKILL during the DA training; the rerun skips what is done and resumes DA."""
+def test_a_killed_study_resumes_where_it_stopped(study, tmp_path):
+    """SIGKILL during the DA training; the rerun skips what is done and resumes DA.
+
+    The fixture's dataset (a copy: no second simulation) and training settings (its compiled
+    steps come from the session's cache), no scan (the fixture's study scans; the resume is
+    about training)."""
     import signal
     import subprocess
     import sys
     import time
 
     work = tmp_path / "study"
-    args = [*RUN[:-9], "train.epochs=4", "train.batch_size=8", "attack.n_images=2", "attack.population=20",
-            "attack.max_generations=2", "analysis.isomap_points=12", "analysis.animation=False"]
+    shutil.copytree(study / "data", work / "data")
+    args = [*_tiny_dataset.TINY_OVERRIDES, "train.epochs=4", "train.batch_size=8", "train.learning_rate=1e-3",
+            "attack.n_images=2", "attack.population=20", "attack.max_generations=2", "analysis.isomap_points=12",
+            "analysis.animation=False", "scan.enabled=False"]
     cmd = [sys.executable, "-m", "jaxrobust.cli", "reproduce", "--workdir", str(work), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = work / "da" / "checkpoints" / "latest"
