@@ -161,7 +161,7 @@ def _objective_fitness(probs: jax.Array, objective: jax.Array) -> jax.Array:
     return jnp.take_along_axis(probs, objective[:, None, None], axis=-1)[..., 0]
 
 
-def _init_slots(evaluator, spec: AttackSpec, targeted: bool, state: DEState, slots: Slots,
+def _init_slots(spec: AttackSpec, targeted: bool, evaluator, state: DEState, slots: Slots,
                 fresh: jax.Array) -> DEState:
     """Initial population and fitness for the `fresh` slots; others unchanged."""
     genes = jax.vmap(lambda k, r: init_population(jax.random.fold_in(k, 0), spec.population, spec.colour_init, r))(
@@ -175,7 +175,7 @@ def _init_slots(evaluator, spec: AttackSpec, targeted: bool, state: DEState, slo
         generations=jnp.where(keep, state.generations, 0))
 
 
-def _run_block(evaluator, spec: AttackSpec, targeted: bool, state: DEState, slots: Slots) -> DEState:
+def _run_block(spec: AttackSpec, targeted: bool, evaluator, state: DEState, slots: Slots) -> DEState:
     """`spec.block_generations` DE generations for every active slot."""
 
     def generation(state: DEState, _):
@@ -224,24 +224,43 @@ def run_attack_split(evaluator, images: np.ndarray, objective: np.ndarray, task_
     return AttackResult(*parallel.gather_tasks(tuple(local), len(images)))
 
 
-def _compile(evaluator, spec: AttackSpec, targeted: bool, mesh):
-    """Jitted init and block functions, cached on the evaluator (one trace per slot count).
+_COMPILED: dict = {}  # (spec, targeted, mesh) -> (init, block): shared by every evaluator
 
-    On a mesh of several devices they run under shard_map: each device advances its own slots.
+
+def mesh_key(mesh) -> tuple | None:
+    """A hashable identity of a device mesh (None: no mesh) for the compiled-function caches."""
+    return None if mesh is None else (mesh.axis_names, mesh.devices.shape, tuple(d.id for d in mesh.devices.flat))
+
+
+def place_evaluator(evaluator, mesh):
+    """The evaluator's weights replicated over a mesh of several local devices (shard_map's
+    replicated argument); unchanged on one device, where jit places them itself."""
+    if mesh is None or parallel.num_shards(mesh) == 1 or mesh.is_multi_process:
+        return evaluator
+    return jax.device_put(evaluator, parallel.replicated(mesh))
+
+
+def _compile(spec: AttackSpec, targeted: bool, mesh):
+    """Jitted init(evaluator, state, slots, fresh) and block(evaluator, state, slots).
+
+    The evaluator is an argument (a pytree: its weights are leaves, its configuration static),
+    so the functions are cached on the settings alone: evaluators of the same shapes and
+    configuration (the regular and the DA model) share one compiled program per slot count.
+    On a mesh of several devices they run under shard_map: each device advances its own slots,
+    the evaluator replicated.
     """
-    cache = evaluator.__dict__.setdefault("_compiled", {})
     spec = dataclasses.replace(spec, max_generations=0)  # the cap is traced (Slots.limit)
-    key = (spec, targeted, None if mesh is None else (mesh.devices.shape, tuple(d.id for d in mesh.devices.flat)))
-    if key in cache:
-        return cache[key]
-    init = functools.partial(_init_slots, evaluator, spec, targeted)
-    block = functools.partial(_run_block, evaluator, spec, targeted)
+    key = (spec, targeted, mesh_key(mesh))
+    if key in _COMPILED:
+        return _COMPILED[key]
+    init = functools.partial(_init_slots, spec, targeted)
+    block = functools.partial(_run_block, spec, targeted)
     if mesh is not None and parallel.num_shards(mesh) > 1:
-        rows = jax.sharding.PartitionSpec(parallel.DATA_AXIS)
-        init = jax.shard_map(init, mesh=mesh, in_specs=(rows, rows, rows), out_specs=rows, check_vma=False)
-        block = jax.shard_map(block, mesh=mesh, in_specs=(rows, rows), out_specs=rows, check_vma=False)
-    cache[key] = (jax.jit(init, donate_argnums=(0,)), jax.jit(block, donate_argnums=(0,)))
-    return cache[key]
+        rows, whole = jax.sharding.PartitionSpec(parallel.DATA_AXIS), jax.sharding.PartitionSpec()
+        init = jax.shard_map(init, mesh=mesh, in_specs=(whole, rows, rows, rows), out_specs=rows, check_vma=False)
+        block = jax.shard_map(block, mesh=mesh, in_specs=(whole, rows, rows), out_specs=rows, check_vma=False)
+    _COMPILED[key] = (jax.jit(init, donate_argnums=(1,)), jax.jit(block, donate_argnums=(1,)))
+    return _COMPILED[key]
 
 
 def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: np.ndarray, key: jax.Array,
@@ -266,7 +285,8 @@ def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: n
         raise ValueError("no images to attack (empty set)")
     shards = parallel.num_shards(mesh) if mesh is not None else 1
     slots_n = parallel.round_up(min(spec.tasks_per_call, parallel.round_up(n, shards)), shards)
-    init_fn, block_fn = _compile(evaluator, spec, targeted, mesh)
+    init_fn, block_fn = _compile(spec, targeted, mesh)
+    evaluator = place_evaluator(evaluator, mesh)
     images = np.asarray(images, dtype=np.float32)
     slot_images = np.zeros((slots_n,) + images.shape[1:], np.float32)
     slot_keys = np.array(jax.random.key_data(jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.zeros(slots_n, jnp.int32))))
@@ -296,10 +316,10 @@ def run_attack(evaluator, images: np.ndarray, objective: np.ndarray, task_ids: n
                           jax.random.wrap_key_data(jnp.asarray(slot_keys), impl=impl),
                           jnp.asarray(slot_objective), jnp.full(slots_n, spec.max_generations, jnp.int32),
                           jnp.asarray(slot_task >= 0), jnp.asarray(slot_ranges))
-            state = init_fn(state, slots, jnp.asarray(fresh))
+            state = init_fn(evaluator, state, slots, jnp.asarray(fresh))
         elif not np.array_equal(np.asarray(slots.valid), slot_task >= 0):  # finished slots, none refilled
             slots = slots._replace(valid=jnp.asarray(slot_task >= 0))
-        state = block_fn(state, slots)
+        state = block_fn(evaluator, state, slots)
         done, generations = jax.device_get((state.done, state.generations))
         finished = (slot_task >= 0) & (done | (generations >= spec.max_generations))
         if finished.any():

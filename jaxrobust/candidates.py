@@ -23,9 +23,18 @@ candidates, so an exhaustive scan jits `score` over fixed-size batches of
 populations. `FullEvaluator` runs the whole model on each perturbed image; the incremental
 evaluator (incremental.py) recomputes only the windows a pixel can change and gives the same
 probabilities up to float rounding.
+
+Every evaluator is a pytree: its weights are the leaves, its configuration (chunk, model kind,
+the logits function, Python scalars such as strides) the static part. The attack and the scan
+pass it as an argument to their jitted functions, so the weights are arguments of the compiled
+program, not constants baked into it: two evaluators of the same shapes and settings (the
+regular and the DA model) share one compiled program. A subclass that does not define
+`tree_flatten` is opaque: no leaves, the instance itself the static part (its arrays compile as
+constants, one program per instance, as a closure's would).
 """
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Callable
 
@@ -117,11 +126,24 @@ def chunked_scores(score_chunk: Callable, genes: jax.Array, active: jax.Array, c
 class CandidateEvaluator:
     """The shared half of every evaluator: probabilities from `logits`, chunked over tasks.
 
-    Subclasses set `name` and `chunk` and define `prepare` and `logits` (module docstring).
+    Subclasses set `name` and `chunk` and define `prepare` and `logits` (module docstring);
+    each is registered as a pytree through `tree_flatten` / `tree_unflatten`.
     """
 
     name = ""
     chunk = 0
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node_class(cls)
+
+    def tree_flatten(self):
+        """(array leaves, static part). Default: opaque, the instance itself is the static part."""
+        return (), self
+
+    @classmethod
+    def tree_unflatten(cls, static, leaves):
+        return static
 
     def prepare(self, images: jax.Array):
         raise NotImplementedError
@@ -142,31 +164,82 @@ class FullEvaluator(CandidateEvaluator):
     """Scores candidates by a full forward pass of the perturbed images.
 
     `logits_fn` maps (B, H, W, C) stretched images to (B, classes) logits (the model in eval
-    mode). The cache is the clean images. `chunk` 0 takes the measured default: on a CPU the
-    forward runs fastest when a chunk's feature maps stay in cache (~64 images); an
-    accelerator fills with larger chunks.
+    mode); with `params`, it is `logits_fn(params, images)` and `params` (any pytree of
+    arrays) are the evaluator's leaves, so evaluators that differ only in `params` share
+    compiled programs (`model_logits` gives both for a trained model). The cache is the clean
+    images. `chunk` 0 takes the measured default: on a CPU the forward runs fastest when a
+    chunk's feature maps stay in cache (~64 images); an accelerator fills with larger chunks.
     """
 
     name = "full"
 
-    def __init__(self, logits_fn: Callable, chunk: int = 0):
+    def __init__(self, logits_fn: Callable, chunk: int = 0, params=None):
         self.logits_fn = logits_fn
+        self.params = params
         self.chunk = int(chunk) or default_chunk(cpu=64, accelerator=4096)
+
+    def tree_flatten(self):
+        leaves, static = split_static(self.params)
+        return leaves, (self.logits_fn, self.chunk, static)
+
+    @classmethod
+    def tree_unflatten(cls, static, leaves):
+        logits_fn, chunk, params_static = static
+        return cls(logits_fn, chunk, join_static(params_static, leaves))
 
     def prepare(self, images: jax.Array) -> jax.Array:
         return images
 
     def logits(self, cache: jax.Array, image: jax.Array, genes: jax.Array) -> jax.Array:
-        return self.logits_fn(perturb(cache[image], genes))
+        images = perturb(cache[image], genes)
+        return self.logits_fn(images) if self.params is None else self.logits_fn(self.params, images)
+
+
+def split_static(tree) -> tuple[list, tuple]:
+    """A pytree -> (its array leaves, the static rest): the structure and its Python scalars
+    (a stride, a flag), which must stay out of the traced arguments. Hashable static part."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    static = tuple(leaf if _is_static(leaf) else None for leaf in leaves)  # None: never a leaf
+    return [leaf for leaf in leaves if not _is_static(leaf)], (treedef, static)
+
+
+def join_static(static: tuple, leaves) -> object:
+    """The inverse of `split_static`."""
+    treedef, slots = static
+    leaves = iter(leaves)
+    return treedef.unflatten([next(leaves) if slot is None else slot for slot in slots])
+
+
+def _is_static(leaf) -> bool:
+    return isinstance(leaf, (bool, int, float, str))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalApply:
+    """(variables, images (B, H, W, C)) -> (B, classes) logits of `model` in eval mode.
+
+    Equal (and equally hashed) for equal flax modules, so two models of one architecture
+    share the evaluator's compiled programs."""
+
+    model: object
+
+    def __call__(self, variables, images: jax.Array) -> jax.Array:
+        return self.model.apply(variables, images, train=False)[1]
+
+
+def model_logits(model, variables) -> tuple[Callable, object]:
+    """(logits_fn(params, images), params) of a trained model in eval mode, for FullEvaluator.
+
+    The ConvNet runs with BatchNorm folded into its convolutions (models/folded.py): same
+    function, one pass less over each feature map; `logits_fn` depends only on the model's
+    architecture, `params` holds every weight.
+    """
+    if isinstance(model, ConvNet):
+        return folded_lib.convnet_logits, folded_lib.fold_convnet(variables)
+    return EvalApply(model), variables
 
 
 def logits_function(model, variables) -> Callable:
-    """(B, H, W, C) -> (B, classes) logits of a trained model in eval mode.
-
-    The ConvNet runs with BatchNorm folded into its convolutions (models/folded.py): same
-    function, one pass less over each feature map.
-    """
-    if isinstance(model, ConvNet):
-        folded = folded_lib.fold_convnet(variables)
-        return lambda x: folded_lib.convnet_logits(folded, x)
-    return lambda x: model.apply(variables, x, train=False)[1]
+    """(B, H, W, C) -> (B, classes) logits of a trained model in eval mode (`model_logits` bound)."""
+    logits_fn, params = model_logits(model, variables)
+    return partial(logits_fn, params)

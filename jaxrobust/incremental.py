@@ -35,7 +35,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrobust.candidates import CandidateEvaluator, FullEvaluator, decode, default_chunk, logits_function
+from jaxrobust.candidates import (CandidateEvaluator, FullEvaluator, decode, default_chunk, join_static, model_logits,
+                                  split_static)
 from jaxrobust.models import ConvNet, ResNet18
 from jaxrobust.models import folded as folded_lib
 from jaxrobust.models.conv import xla_conv
@@ -168,6 +169,18 @@ class IncrementalEvaluator(CandidateEvaluator):
         self.chunk = int(chunk) or (default_chunk(cpu=64, accelerator=4096) if self.resnet
                                     else default_chunk(cpu=400, accelerator=16384))
 
+    def tree_flatten(self):
+        """The folded weights are the leaves; the model kind, chunk and strides are static."""
+        leaves, static = split_static(self.folded)
+        return leaves, (self.resnet, self.chunk, static)
+
+    @classmethod
+    def tree_unflatten(cls, static, leaves):
+        evaluator = object.__new__(cls)  # no check, no folding: the leaves are folded weights
+        evaluator.resnet, evaluator.chunk, folded_static = static
+        evaluator.folded = join_static(folded_static, leaves)
+        return evaluator
+
     def prepare(self, images: jax.Array) -> dict:
         return (resnet_cache if self.resnet else convnet_cache)(self.folded, images)
 
@@ -195,7 +208,8 @@ def make_evaluator(name: str, model, variables, chunk: int = 0) -> CandidateEval
     """
     if resolve_evaluator(name, model) == "incremental":
         return IncrementalEvaluator(model, variables, chunk)
-    return FullEvaluator(logits_function(model, variables), chunk)
+    logits_fn, params = model_logits(model, variables)
+    return FullEvaluator(logits_fn, chunk, params)
 
 
 # --- ResNet18: windows through the stem and the first stage ---

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import parallel
-from jaxrobust.attack import AttackSpec, check_stamps
+from jaxrobust.attack import AttackSpec, check_stamps, mesh_key, place_evaluator
 from jaxrobust.candidates import NUM_GENES, UNROLL_MAX_CHUNKS, CandidateEvaluator, encode
 from jaxrobust.incremental import make_evaluator
 from jaxrobust.progress import progress_bar
@@ -119,7 +119,7 @@ def pixel_coordinates(height: int, width: int) -> jax.Array:
     return encode(rows.ravel(), cols.ravel(), jnp.zeros((height * width, 3)), height, width)[:, :2]
 
 
-def _scan_batch(evaluator, target_threshold: float, untargeted_threshold: float, images: jax.Array,
+def _scan_batch(target_threshold: float, untargeted_threshold: float, evaluator, images: jax.Array,
                 colours: jax.Array, labels: jax.Array, valid: jax.Array) -> dict:
     """Every pixel x colour of T images: images (T, H, W, 3), colours (S, T, Kb, 3) in S blocks.
 
@@ -174,19 +174,25 @@ def colours_per_step(chunk: int, images_per_call: int, pixels: int, n_colours: i
     return int(np.clip((chunk * UNROLL_MAX_CHUNKS) // max(images_per_call * pixels, 1), 1, n_colours))
 
 
-def _compiled_scan(evaluator, target_threshold: float, untargeted_threshold: float, mesh):
-    """The jitted batch function, cached on the evaluator; shard_map over a mesh of several devices."""
-    cache = evaluator.__dict__.setdefault("_scan_compiled", {})
-    key = (target_threshold, untargeted_threshold,
-           None if mesh is None else (mesh.devices.shape, tuple(d.id for d in mesh.devices.flat)))
-    if key not in cache:
-        fn = functools.partial(_scan_batch, evaluator, target_threshold, untargeted_threshold)
+_COMPILED: dict = {}  # (thresholds, mesh) -> the jitted batch function, shared by every evaluator
+
+
+def _compiled_scan(target_threshold: float, untargeted_threshold: float, mesh):
+    """fn(evaluator, images, colours, labels, valid), jitted; shard_map over a mesh of several devices.
+
+    The evaluator is an argument (its weights are leaves), so evaluators of the same shapes and
+    configuration share one compiled program (attack._compile).
+    """
+    key = (target_threshold, untargeted_threshold, mesh_key(mesh))
+    if key not in _COMPILED:
+        fn = functools.partial(_scan_batch, target_threshold, untargeted_threshold)
         if mesh is not None and parallel.num_shards(mesh) > 1:
             rows = jax.sharding.PartitionSpec(parallel.DATA_AXIS)
             blocks = jax.sharding.PartitionSpec(None, parallel.DATA_AXIS)
-            fn = jax.shard_map(fn, mesh=mesh, in_specs=(rows, blocks, rows, rows), out_specs=rows, check_vma=False)
-        cache[key] = jax.jit(fn)
-    return cache[key]
+            fn = jax.shard_map(fn, mesh=mesh, in_specs=(jax.sharding.PartitionSpec(), rows, blocks, rows, rows),
+                               out_specs=rows, check_vma=False)
+        _COMPILED[key] = jax.jit(fn)
+    return _COMPILED[key]
 
 
 def scan_with_evaluator(evaluator, images: np.ndarray, labels: np.ndarray, colours: np.ndarray,
@@ -240,7 +246,8 @@ def scan_with_evaluator(evaluator, images: np.ndarray, labels: np.ndarray, colou
     steps = -(-k // kb)
     # pad the colour list by repeating the last colour: a repeat never wins a strict comparison
     padded = np.concatenate([colours, np.repeat(colours[:, -1:], steps * kb - k, axis=1)], axis=1)
-    fn = _compiled_scan(evaluator, float(spec.target_threshold), float(spec.untargeted_threshold), mesh)
+    fn = _compiled_scan(float(spec.target_threshold), float(spec.untargeted_threshold), mesh)
+    evaluator = place_evaluator(evaluator, mesh)
     out = None
     bar = progress_bar(total=n, desc="scan", unit="image", disable=not progress)
     for start in range(0, n, per_call):
@@ -248,7 +255,7 @@ def scan_with_evaluator(evaluator, images: np.ndarray, labels: np.ndarray, colou
         take = np.resize(index, per_call)  # the last call repeats images into its empty slots
         valid = np.arange(per_call) < len(index)
         block_colours = padded[take].reshape(per_call, steps, kb, 3).transpose(1, 0, 2, 3)
-        rows = jax.device_get(fn(jnp.asarray(images[take]), jnp.asarray(block_colours),
+        rows = jax.device_get(fn(evaluator, jnp.asarray(images[take]), jnp.asarray(block_colours),
                                  jnp.asarray(labels[take]), jnp.asarray(valid)))
         rows = _finish(rows, colours[take], labels[take], w)
         rows = {key: value[: len(index)] for key, value in rows.items()}
@@ -318,6 +325,15 @@ class ColourSetEvaluator(CandidateEvaluator):
     def __init__(self, inner, colours: np.ndarray):
         self.inner, self.colours = inner, jnp.asarray(colours, jnp.float32)
         self.name, self.chunk = f"{inner.name} restricted to {len(colours)} colours", inner.chunk
+
+    def tree_flatten(self):
+        return (self.inner, self.colours), (self.name, self.chunk)
+
+    @classmethod
+    def tree_unflatten(cls, static, children):
+        evaluator = object.__new__(cls)
+        (evaluator.inner, evaluator.colours), (evaluator.name, evaluator.chunk) = children, static
+        return evaluator
 
     def restrict(self, genes):
         k = self.colours.shape[0]
