@@ -13,23 +13,44 @@ from jaxrobust.models import folded as folded_lib
 H = W = 100
 
 
+def numpy_variables(model, seed: int) -> tuple[dict, np.random.Generator]:
+    """Random variables of `model` (on H x W x 3 images) drawn with NumPy: kernels N(0, 1/fan_in)
+    (LeCun's scale, flax's default), biases 0, BatchNorm scale 1, statistics (0, 1).
+
+    Only the shapes come from flax (eval_shape): compiling model.init, or running it eagerly op by
+    op, took ~10 s per model. Returns the variables and the generator for further draws.
+    """
+    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                                               jnp.zeros((1, H, W, 3))))
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = path[-1].key
+        if name == "kernel":
+            return rng.normal(0.0, 1.0 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape)
+        return np.ones(leaf.shape) if name in ("scale", "var") else np.zeros(leaf.shape)
+
+    return jax.tree_util.tree_map_with_path(draw, dict(shapes)), rng
+
+
+def as_dtype(variables, dtype):
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
+
+
 def convnet_with_statistics(seed=0, dtype=jnp.float32):
     """A ConvNet with random weights and non-trivial BatchNorm running statistics."""
     model = build_model("convnet")
-    variables = model.init(jax.random.key(seed), jnp.zeros((1, H, W, 3)))
-    keys = iter(jax.random.split(jax.random.key(seed + 1), 32))
-    stats = jax.tree_util.tree_map(lambda x: x, variables["batch_stats"])
-    for name in stats:
-        shape = stats[name]["mean"].shape
-        stats[name] = {"mean": 0.3 * jax.random.normal(next(keys), shape),
-                       "var": jax.random.uniform(next(keys), shape, minval=0.2, maxval=3.0)}
-    params = jax.tree_util.tree_map(lambda x: x, variables["params"])
+    variables, rng = numpy_variables(model, seed)
+    for stats in variables["batch_stats"].values():
+        stats["mean"] = 0.3 * rng.normal(size=stats["mean"].shape)
+        stats["var"] = rng.uniform(0.2, 3.0, stats["var"].shape)
     for name in ("bn1", "bn2", "bn3"):
-        shape = params[name]["scale"].shape
-        params[name] = {"scale": jax.random.uniform(next(keys), shape, minval=0.5, maxval=1.5),
-                        "bias": 0.2 * jax.random.normal(next(keys), shape)}
-    variables = {"params": params, "batch_stats": stats}
-    return model, jax.tree_util.tree_map(lambda a: a.astype(dtype), variables)
+        shape = variables["params"][name]["scale"].shape
+        variables["params"][name] = {"scale": rng.uniform(0.5, 1.5, shape), "bias": 0.2 * rng.normal(size=shape)}
+    for layer in variables["params"].values():  # non-zero biases
+        if "bias" in layer and "kernel" in layer:
+            layer["bias"] = 0.1 * rng.normal(size=layer["bias"].shape)
+    return model, as_dtype(variables, dtype)
 
 
 def candidate_genes(n, seed=0):
@@ -46,6 +67,11 @@ def candidate_genes(n, seed=0):
 def logits_on_images(evaluator, images, genes):
     """Logits (N, classes) of candidate genes[i] (N, 5) on images[i] (N, H, W, 3)."""
     return evaluator.logits(evaluator.prepare(images), jnp.arange(len(genes)), genes)
+
+
+def jitted(fn, *args):
+    """fn(*args) as one compiled program (eager, these models compile hundreds of small ones)."""
+    return jax.jit(fn)(*args)
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +106,9 @@ def test_incremental_logits_equal_full_forward_float64():
         images = jax.random.uniform(jax.random.key(5), (n, H, W, 3), jnp.float64, minval=0.45, maxval=0.9)
         genes = jnp.asarray(candidate_genes(n, 1), jnp.float64)
         evaluator = incremental.IncrementalEvaluator(model, variables, 64)
-        inc = np.asarray(logits_on_images(evaluator, images, genes))
+        inc = np.asarray(jitted(functools.partial(logits_on_images, evaluator), images, genes))
         folded = folded_lib.fold_convnet(variables)
-        full = np.asarray(folded_lib.convnet_logits(folded, candidates.perturb(images, genes)))
+        full = np.asarray(jitted(lambda x, g: folded_lib.convnet_logits(folded, candidates.perturb(x, g)), images, genes))
         assert inc.dtype == np.float64
         assert np.abs(inc - full).max() / np.abs(full).max() < 1e-10
 
@@ -124,18 +150,15 @@ def test_attack_with_incremental_equals_full_evaluator(convnet):
 def resnet_with_statistics(seed=0, dtype=jnp.float32):
     """The test-size ResNet (one block per stage) with non-trivial BatchNorm running statistics."""
     model = build_model("_resnet_tiny")
-    variables = dict(model.init({"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)},
-                                jnp.zeros((1, H, W, 3))))
-    keys = iter(jax.random.split(jax.random.key(seed + 2), 256))
+    variables, rng = numpy_variables(model, seed)
 
     def perturb_stat(path, a):
-        name = path[-1].key
-        if name == "mean":
-            return 0.01 * jax.random.normal(next(keys), a.shape)
-        return jax.random.uniform(next(keys), a.shape, minval=0.3, maxval=1.5)
+        if path[-1].key == "mean":
+            return 0.01 * rng.normal(size=a.shape)
+        return rng.uniform(0.3, 1.5, a.shape)
 
     variables["batch_stats"] = jax.tree_util.tree_map_with_path(perturb_stat, variables["batch_stats"])
-    return model, jax.tree_util.tree_map(lambda a: a.astype(dtype), variables)
+    return model, as_dtype(variables, dtype)
 
 
 @pytest.mark.parametrize("x64", [False, True])
@@ -148,12 +171,14 @@ def test_resnet_incremental_logits_equal_full_forward(x64):
         images = jax.random.uniform(jax.random.key(4), (n, H, W, 3), dtype, minval=0.45, maxval=0.9)
         genes = jnp.asarray(candidate_genes(n, 2), dtype)
         evaluator = incremental.IncrementalEvaluator(model, variables, n)
-        inc = np.asarray(logits_on_images(evaluator, images, genes))
-        full = np.asarray(folded_lib.resnet_logits(evaluator.folded, candidates.perturb(images, genes)))
-        clean = np.asarray(folded_lib.resnet_logits(evaluator.folded, images))
+        inc = np.asarray(jitted(functools.partial(logits_on_images, evaluator), images, genes))
+        resnet_logits = jax.jit(functools.partial(folded_lib.resnet_logits, evaluator.folded))
+        full = np.asarray(resnet_logits(candidates.perturb(images, genes)))
+        clean = np.asarray(resnet_logits(images))
         assert np.abs(full - clean).max() > 100 * np.abs(inc - full).max()  # the pixel matters more than the error
         assert np.abs(inc - full).max() / np.abs(full).max() < (1e-10 if x64 else 1e-5)
-        reference = np.asarray(model.apply(variables, candidates.perturb(images, genes), train=False)[1])
+        reference = np.asarray(jitted(lambda x: model.apply(variables, x, train=False)[1],
+                                      candidates.perturb(images, genes)))
         np.testing.assert_allclose(full, reference, rtol=1e-4, atol=1e-7)  # folding keeps the function
 
 
