@@ -26,11 +26,9 @@ What differs from the paper (jaxrobust.config.base_config) and why:
   by 0.06 (regular) and 0.09 (DA): see the README.
 - Nothing differs in the attack: the paper's 150-image test subsample, population 400, 80
   generations (the incremental evaluator makes that a few minutes on a CPU).
-- The exhaustive one-pixel scan covers the first 5 of those images per run (paper configs: 150),
-  so that it adds about 1.5-2 minutes on 2 cores: measured with scripts/bench_scan.py (2 images,
-  8 corner colours, on a shared 2-core machine whose matmul ran at 21 GFLOP/s), 29.5 s per image
-  and 144 s to compile; scaled to the 117 GFLOP/s of the slower 2-core machine of issue 16 that is
-  ~5.3 s per image and ~26 s to compile, so 2 runs x (26 s + 5 x 5.3 s) = 105 s.
+- The exhaustive one-pixel scan covers the first 5 of those images per run (paper configs: 150):
+  23-54 s per run in the 3-seed quick study (README), compilation included; the DA run and later
+  seeds reuse the regular run's compiled scan.
 """
 from jaxrobust.config import base_config
 
@@ -48,5 +46,5 @@ def get_config():
     config.train.batch_size = 32
     config.train.early_stopping = "none"  # validation-loss spikes are BatchNorm drift (docstring)
     config.analysis.isomap_points = 150
-    config.scan.n_images = 5  # ~1.75 minutes for both runs on 2 cores (docstring)
+    config.scan.n_images = 5  # under a minute per run on 2 cores (docstring)
     return config
