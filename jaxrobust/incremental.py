@@ -10,15 +10,18 @@ clean image we keep every pooled activation once (`convnet_cache`); a candidate 
   2. cuts the 8 x 8 patch of the clean pool1 map behind the pool2 window that can change,
      splices the new pool1 window into it, and runs conv2 + ReLU + pool -> 3 x 3 x 16;
   3. the same for conv3 -> the new 3 x 3 x 32 pool3 window;
-  4. latent = latent_clean + W . (new - clean pool3), the change being zero outside the
-     window; the head follows.
+  4. logits = logits_clean + (new - clean pool3) . (W_bottleneck W_head)[window]: the bottleneck
+     and the head are both linear, so their product (4608 x 3, formed once per evaluator) maps
+     the feature change to the logits, and only its 288 rows under the window are read.
 
 The windows are fixed-size (3 pooled cells a side) with data-dependent, border-clipped origins,
 so shapes stay static and every candidate of a chunk runs as one batched program. Each window
 contains every cell the pixel can change (proved by the origin arithmetic in `_next_origin`),
 and cells it recomputes but the pixel cannot change come out equal to the cache, so the result
-equals a full forward pass of the perturbed image up to float rounding. About 0.5 MFLOP per
-candidate instead of 25.9.
+equals a full forward pass of the perturbed image up to float rounding. About 0.46 MFLOP per
+candidate instead of 25.9 (counted in scripts/bench_attack.py). Step 4 used to be a dense product of
+the whole (mostly zero) 4,608-wide change with the 4608 x 256 bottleneck, 2.4 MFLOP per
+candidate: more than the three convolutions together (docs/performance.md).
 
 ResNet18. The receptive field grows past the feature maps within two stages, so the windows run
 through the stem (7x7/2 conv on a 13 x 13 patch -> 4 x 4, 3x3/2 max-pool -> 3 x 3) and the first
@@ -40,6 +43,7 @@ from jaxrobust.candidates import (CandidateEvaluator, FullEvaluator, decode, def
 from jaxrobust.models import ConvNet, ResNet18
 from jaxrobust.models import folded as folded_lib
 from jaxrobust.models.conv import xla_conv
+from jaxrobust.models.convnet import CONVNET_BLOCKS, phase_kernel, space_to_depth
 from jaxrobust.models.resnet import max_pool_3x3_stride2, stride2_conv
 
 WINDOW = 3  # pooled cells per side of every recomputed window
@@ -62,16 +66,35 @@ def check_supported(model, variables) -> None:
                          "variables['batch_stats']); train-mode BatchNorm depends on the whole batch")
 
 
+def fold_convnet_head(variables) -> dict:
+    """The folded ConvNet plus what the windows read: "feature_logits" and "conv1_phase".
+
+    feature_logits (4608, classes) = W_bottleneck W_head: no nonlinearity sits between the
+    bottleneck and the head, so a change of the flattened features changes the logits by
+    change . W_bottleneck W_head (the product taken at full precision: it is formed once and
+    read by every candidate). conv1_phase: the first kernel over 2 x 2 pixel blocks
+    (models/convnet.py), as the full forward runs it, since XLA's conv with 3 input channels is
+    slow on a CPU (1.6x faster on the 10 x 10 patches, measured).
+    """
+    folded = folded_lib.fold_convnet(variables)
+    wb, _ = folded["bottleneck"]
+    wh, _ = folded["head"]
+    w1, _ = folded["conv"][0]
+    return {**folded, "feature_logits": jnp.dot(wb, wh, precision=jax.lax.Precision.HIGHEST),
+            "conv1_phase": phase_kernel(w1, CONVNET_BLOCKS[0][2])}
+
+
 def convnet_cache(folded: dict, images: jax.Array) -> dict:
-    """Clean activations of (T, 100, 100, 3) images, padded for the patch cuts."""
+    """Clean activations and logits of (T, 100, 100, 3) images, padded for the patch cuts."""
     (w1, b1), (w2, b2), (w3, b3) = folded["conv"]
     a1 = folded_lib.conv_block(images, w1, b1, 2)  # (T, 50, 50, 8)
     a2 = folded_lib.conv_block(a1, w2, b2, 1)  # (T, 25, 25, 16)
     a3 = folded_lib.conv_block(a2, w3, b3, 1)  # (T, 12, 12, 32)
     wb, bb = folded["bottleneck"]
+    wh, bh = folded["head"]
     pad = lambda x, p: jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))  # noqa: E731
     return {"image": pad(images, 2), "pool1": pad(a1, 1), "pool2": pad(a2, 1), "pool3": a3,
-            "latent": a3.reshape(a3.shape[0], -1) @ wb + bb}
+            "logits": (a3.reshape(a3.shape[0], -1) @ wb + bb) @ wh + bh}
 
 
 def _next_origin(origin: jax.Array, size_next: int) -> jax.Array:
@@ -102,9 +125,10 @@ def _block_on_patch(patch: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax
     return folded_lib.conv_block(patch[None], kernel, bias, 0)[0]
 
 
-def feature_change(folded: dict, cache: dict, task: jax.Array, genes: jax.Array) -> jax.Array:
-    """Change (4608,) of the flattened pool3 features caused by one candidate (5,) on task `task`."""
-    (w1, b1), (w2, b2), (w3, b3) = folded["conv"]
+def pool3_change(folded: dict, cache: dict, task: jax.Array, genes: jax.Array):
+    """The change (3, 3, 32) of the pool3 window one candidate (5,) causes on task `task`, and
+    the window's origin (row, col) in the (12, 12) pool3 grid."""
+    (_, b1), (w2, b2), (w3, b3) = folded["conv"]
     height = cache["image"].shape[1] - 4
     width = cache["image"].shape[2] - 4
     row, col, rgb = decode(genes, height, width)
@@ -118,7 +142,10 @@ def feature_change(folded: dict, cache: dict, task: jax.Array, genes: jax.Array)
     patch = jax.lax.dynamic_slice(cache["image"], (task, 2 * o1r, 2 * o1c, zero), (1, CONV1_PATCH, CONV1_PATCH, 3))[0]
     i = jnp.arange(CONV1_PATCH)
     hit = (i[:, None] == row + 2 - 2 * o1r) & (i[None, :] == col + 2 - 2 * o1c)
-    new1 = _block_on_patch(jnp.where(hit[..., None], rgb.astype(patch.dtype), patch), w1, b1)
+    # The patch starts on an even row and column of the image padded by 2, so its 2 x 2 blocks
+    # are conv1's pooling blocks, and a VALID phase conv over its 5 x 5 blocks gives 3 x 3 cells.
+    patch = space_to_depth(jnp.where(hit[..., None], rgb.astype(patch.dtype), patch)[None])
+    new1 = folded_lib.phase_max_block(xla_conv(patch, folded["conv1_phase"], (1, 1), "VALID"), b1)[0]
     # 2. conv2 on the clean pool1 patch with the new window spliced in.
     o2r, o2c = _next_origin(o1r, n_pool2), _next_origin(o1c, n_pool2)
     patch = jax.lax.dynamic_slice(cache["pool1"], (task, 2 * o2r, 2 * o2c, zero), (1, CONV_PATCH, CONV_PATCH, w2.shape[2]))[0]
@@ -127,29 +154,26 @@ def feature_change(folded: dict, cache: dict, task: jax.Array, genes: jax.Array)
     o3r, o3c = _next_origin(o2r, n_pool3), _next_origin(o2c, n_pool3)
     patch = jax.lax.dynamic_slice(cache["pool2"], (task, 2 * o3r, 2 * o3c, zero), (1, CONV_PATCH, CONV_PATCH, w3.shape[2]))[0]
     new3 = _block_on_patch(_splice(patch, new2, o2r + 1 - 2 * o3r, o2c + 1 - 2 * o3c), w3, b3)
-    # 4. the change of the pool3 features, placed in the full (12, 12, 32) grid.
+    # 4. what changed in the pool3 window (zero where the pixel cannot reach).
     old3 = jax.lax.dynamic_slice(cache["pool3"], (task, o3r, o3c, zero), (1, WINDOW, WINDOW, w3.shape[3]))[0]
-    grid = _splice(jnp.zeros((n_pool3, n_pool3, w3.shape[3]), new3.dtype), new3 - old3, o3r, o3c)
-    return grid.reshape(-1)
-
-
-def feature_delta_to_logits(folded: dict, cache: dict, tasks: jax.Array, feature_delta: jax.Array) -> jax.Array:
-    """latent = latent_clean + delta . W_bottleneck, then the head: (B, 4608) -> (B, classes).
-
-    One dense product over the (mostly zero) feature change of the whole chunk: 16x the
-    FLOPs of the 288 changed rows, but a single well-shaped matrix product, where gathering
-    each candidate's 288 x 256 weight rows is memory-bound and 10x slower on a CPU.
-    """
-    wb, _ = folded["bottleneck"]
-    wh, bh = folded["head"]
-    latent = cache["latent"][tasks] + feature_delta @ wb
-    return latent @ wh + bh
+    return new3 - old3, o3r, o3c
 
 
 def candidate_logits(folded: dict, cache: dict, tasks: jax.Array, genes: jax.Array) -> jax.Array:
-    """Logits (B, classes) of candidates genes (B, 5) on the clean images of tasks (B,)."""
-    delta = jax.vmap(lambda t, g: feature_change(folded, cache, t, g))(tasks, genes)
-    return feature_delta_to_logits(folded, cache, tasks, delta)
+    """Logits (B, classes) of candidates genes (B, 5) on the clean images of tasks (B,).
+
+    Step 4: each candidate reads the 3 x 3 x 32 x classes rows of W_bottleneck W_head under its
+    window (3.5 kB in float32), where a dense product with the whole bottleneck cost 2.4 MFLOP.
+    """
+    change, rows, cols = jax.vmap(lambda t, g: pool3_change(folded, cache, t, g))(tasks, genes)
+    grid = cache["pool3"].shape[1:]
+    weights = folded["feature_logits"].reshape(grid + (-1,))  # (12, 12, 32, classes), (H, W, C) order
+
+    def window_weights(row, col):
+        zero = jnp.zeros_like(row)
+        return jax.lax.dynamic_slice(weights, (row, col, zero, zero), (WINDOW, WINDOW) + weights.shape[2:])
+
+    return cache["logits"][tasks] + jnp.einsum("bijc,bijck->bk", change, jax.vmap(window_weights)(rows, cols))
 
 
 class IncrementalEvaluator(CandidateEvaluator):
@@ -165,7 +189,7 @@ class IncrementalEvaluator(CandidateEvaluator):
     def __init__(self, model, variables, chunk: int = 0):
         check_supported(model, variables)
         self.resnet = isinstance(model, ResNet18)
-        self.folded = (folded_lib.fold_resnet if self.resnet else folded_lib.fold_convnet)(variables)
+        self.folded = (folded_lib.fold_resnet if self.resnet else fold_convnet_head)(variables)
         self.chunk = int(chunk) or (default_chunk(cpu=64, accelerator=4096) if self.resnet
                                     else default_chunk(cpu=400, accelerator=16384))
 
@@ -315,5 +339,5 @@ def resnet_flops_saved(image_size: int = 100) -> float:
 
 
 __all__ = ["EVALUATORS", "IncrementalEvaluator", "candidate_logits", "check_supported", "convnet_cache",
-           "feature_change", "make_evaluator", "resnet_cache", "resnet_candidate_logits", "resnet_flops_saved",
+           "fold_convnet_head", "make_evaluator", "pool3_change", "resnet_cache", "resnet_candidate_logits", "resnet_flops_saved",
            "resolve_evaluator", "supports"]

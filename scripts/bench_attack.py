@@ -64,10 +64,11 @@ def resnet18_flops() -> float:
 
 
 def incremental_flops() -> float:
-    """Counted per candidate: three 6x6 conv windows, the 3x3x32 bottleneck delta, the head."""
+    """Counted per candidate: three 6x6 conv windows, then the 3x3x32 change times the window's
+    rows of W_bottleneck W_head (the bottleneck and head folded into one 4608 x 3 map)."""
     w = incremental.WINDOW
     return (conv_flops(2 * w, 2 * w, 8, 5, 3) + conv_flops(2 * w, 2 * w, 16, 3, 8) + conv_flops(2 * w, 2 * w, 32, 3, 16)
-            + 2 * w * w * 32 * 256 + 2 * 256 * 3)
+            + 2 * w * w * 32 * 3)
 
 
 def matmul_flops_per_second(n: int = 2048, repeats: int = 5) -> float:

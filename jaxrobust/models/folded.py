@@ -50,6 +50,12 @@ def phase_block(x: jax.Array, kernel: jax.Array, bias: jax.Array, padding: int) 
     return jnp.max(jnp.maximum(phase_conv(x, kernel, padding) + bias, 0.0), axis=3)
 
 
+def phase_max_block(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """(N, h, w, 4 C) phase-conv output -> bias, ReLU and the 2x2 max-pool (max over the phases)."""
+    y = y.reshape(y.shape[:3] + (4, bias.shape[0])) + bias
+    return jnp.max(jnp.maximum(y, 0.0), axis=3)
+
+
 def convnet_latent(folded: dict, x: jax.Array) -> jax.Array:
     """(N, 100, 100, 3) -> (N, 256) latent of the folded ConvNet."""
     for i, ((kernel, bias), (_, _, padding)) in enumerate(zip(folded["conv"], CONVNET_BLOCKS)):
