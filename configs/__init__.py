@@ -1,1 +1,1 @@
-"""The bundled experiment configs (quick, paper_convnet, paper_resnet18): see jaxrobust.config."""
+"""The bundled experiment configs (quick, medium, paper_convnet, paper_resnet18): see jaxrobust.config."""

@@ -42,7 +42,7 @@ def _add_run_and_data(p) -> None:
 
 def _add_config(p, default="quick"):
     p.add_argument("--config", default=default,
-                   help="config file (configs/*.py) or bundled name: quick, paper_convnet, paper_resnet18 "
+                   help="config file (configs/*.py) or bundled name: quick, medium, paper_convnet, paper_resnet18 "
                         f"(default: {default})")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
 

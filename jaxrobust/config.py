@@ -1,6 +1,6 @@
 """Experiment configs: Python files with `get_config() -> ml_collections.ConfigDict`.
 
-A config file lives in `configs/` (quick.py, paper_convnet.py, paper_resnet18.py) or anywhere on
+A config file lives in `configs/` (quick.py, medium.py, paper_convnet.py, paper_resnet18.py) or anywhere on
 disk. Command-line overrides use dotted keys, e.g. `train.epochs=3 attack.population=100`;
 values are parsed as Python literals (`1e-3`, `True`, `(0.7, 0.1, 0.2)`), anything else is a
 string. An unknown key is an error that lists the valid keys of its section.

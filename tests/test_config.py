@@ -23,6 +23,20 @@ def test_quick_config():
     assert spec.counts == counts and spec.sky_area_per_pixel_arcsec2 == 1.0
 
 
+def test_medium_config():
+    """What medium.py's docstring promises: 3x quick's galaxies in the paper's proportions, the
+    same noise, 40 epochs of batch 32 without early stopping; only keys base_config knows."""
+    medium, quick = load_config("medium"), load_config("quick")
+    counts = np.array([medium.data.n_spiral, medium.data.n_elliptical, medium.data.n_merger])
+    assert counts.sum() == 3000
+    np.testing.assert_allclose(counts / 3000, np.array([14312, 8151, 2542]) / 25005, atol=1e-3)
+    for key in ("mag_r_range", "catalogue_mag_shift", "sky_area_per_pixel_arcsec2", "split_fractions"):
+        assert medium.data[key] == quick.data[key], key
+    assert (medium.train.epochs, medium.train.batch_size, medium.train.early_stopping) == (40, 32, "none")
+    assert medium.attack.to_dict() == cfg.base_config().attack.to_dict()  # the paper's attack
+    assert flat_keys(medium) == flat_keys(cfg.base_config())
+
+
 def flat_keys(node, prefix=""):
     keys = set()
     for key, value in node.items():
@@ -105,7 +119,7 @@ def test_wrong_type(override, expected):
 
 def test_missing_config_file_lists_bundled_configs():
     bundled = sorted(p.stem for p in cfg.CONFIG_DIR.glob("*.py"))
-    assert {"quick", "paper_convnet", "paper_resnet18"} <= set(bundled)
+    assert {"quick", "medium", "paper_convnet", "paper_resnet18"} <= set(bundled)
     with pytest.raises(ConfigError) as info:
         load_config("quikc")
     message = str(info.value)
