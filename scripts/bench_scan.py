@@ -11,7 +11,7 @@ the same process:
                       (compilation, reported apart) and one timed probe image that gives the ETA
                       printed before the timed run
 plus the scan-to-attack rate ratio, the time of a 150-image scan at the measured rate, and an
-accelerator estimate from the FLOP count: the scan's FLOPs (incremental ConvNet 0.6 MFLOP per
+accelerator estimate from the FLOP count: the scan's FLOPs (incremental ConvNet 0.46 MFLOP per
 candidate, ResNet18 the 76 % of a forward its windows do not avoid) at --accelerator-tflops
 (default 67: an H100 SXM's FP32 peak without tensor cores, NVIDIA's datasheet) times the
 fraction of this machine's matmul peak the scan reaches here. Rates are ratios measured in the
