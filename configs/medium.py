@@ -1,19 +1,21 @@
-"""The medium study: 3x the quick data and 40 epochs, a 3-seed study in about an hour on 2 CPU cores.
+"""The medium study: 3x the quick data and 40 epochs, about 40 minutes per reproduce on 2 CPU cores.
 
-    jaxrobust reproduce --config medium --workdir runs/medium --seeds 3
+    jaxrobust reproduce --config medium --workdir runs/medium [--seeds 3]
 
-Sized for the seeds, not for one run: the findings need several training runs per arm (issue 14),
-and the dataset is simulated once per study while each seed retrains both arms. One seed costs
-about 20 minutes on 2 cores, the simulation about 10 (both measured: README, "Findings").
+Measured on this project's 2-core CPU (README, "What the medium study shows"): the simulation
+takes about 14 minutes and each seed 26-29 (regular arm 10, DA arm 16-19: training, attack, scan,
+analysis), so one reproduce is about 40 minutes and the 3-seed study about 95. The DA epoch
+costs twice the regular one (two batches per step) and is the largest single part.
+
 What differs from quick.py (whose docstring explains the archive-like noise, the catalogue's
 brightness and the batch size) and why:
 - 3,000 unique galaxies in the paper's proportions (about 2,950 training images after the merger
   augmentation): the quick run starts to memorise its 984 training images within a few epochs
   (docs/training.md), and 3x the images delay that at the same learning rate.
 - 40 epochs of batch 32 at lr 3e-5 (about 3,700 Adam steps per arm, the paper's ~18,000 at
-  1e-5 being out of reach on a CPU): the fastest rate measured to train both arms without the
-  eval-mode collapse on the quick data. The best checkpoint is chosen by validation accuracy;
-  the README states at which epoch it fell.
+  1e-5 being out of reach on a CPU): quick's rate, the fastest measured there before the regular
+  arm's eval-mode predictions collapse to one class on most epochs. The best checkpoint is chosen
+  by validation accuracy; in the 3-seed study it fell at epochs 12-27 of 40 (README).
 - The attack is the paper's (150 images, population 400, 80 generations); the exhaustive scan
   covers the first 10 of those images per run.
 """
