@@ -233,7 +233,10 @@ def base_config() -> ml_collections.ConfigDict:
     train.epochs = 100
     train.batch_size = 128
     train.eval_batch_size = 64
-    train.learning_rate = 1e-5
+    train.learning_rate = 1e-5  # the peak when lr_schedule is not "constant"
+    train.lr_schedule = "constant"  # paper; "warmup_cosine": linear warm-up, cosine decay to 0
+    train.warmup_epochs = 0  # warm-up length of "warmup_cosine"
+    train.augment = "none"  # paper: "none"; "dihedral": a random flip/90-degree rotation per image and step
     train.b1 = 0.7
     train.b2 = 0.8
     train.eps = 1e-8
@@ -303,9 +306,23 @@ def read_run_config(run_dir: Path) -> ml_collections.ConfigDict:
 
 def training_settings(config) -> dict:
     """The sections of a config (ConfigDict or dict) that determine a trained model, as JSON
-    values: all but `attack`, `scan` and `analysis`."""
-    values = json.loads(to_json(ml_collections.ConfigDict(config)))
+    values: all but `attack`, `scan` and `analysis`.
+
+    A key the config lacks counts at its `base_config` default: a run folder written before the
+    key existed was trained with the behaviour that default keeps, so it stays current.
+    """
+    values = _with_defaults(json.loads(to_json(ml_collections.ConfigDict(config))), json.loads(to_json(base_config())))
     return {k: v for k, v in values.items() if k not in ("attack", "scan", "analysis")}
+
+
+def _with_defaults(values: dict, defaults: dict) -> dict:
+    merged = dict(values)
+    for key, default in defaults.items():
+        if key not in merged:
+            merged[key] = default
+        elif isinstance(default, dict) and isinstance(merged[key], dict):
+            merged[key] = _with_defaults(merged[key], default)
+    return merged
 
 
 def copy_with(config: ml_collections.ConfigDict, updates: dict) -> ml_collections.ConfigDict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax
 
-STREAMS = {"init": 0, "shuffle": 1, "shuffle_target": 2, "dropout": 3, "attack": 4, "analysis": 5}
+STREAMS = {"init": 0, "shuffle": 1, "shuffle_target": 2, "dropout": 3, "attack": 4, "analysis": 5, "augment": 6}
 
 
 def run_seed(config) -> int:

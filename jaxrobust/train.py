@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from jaxrobust import checkpoint, io, losses, parallel, provenance
+from jaxrobust import augment, checkpoint, io, losses, parallel, provenance
 from jaxrobust import config as config_lib
 from jaxrobust.data import load_prepared
 from jaxrobust.predict import make_predict
@@ -85,22 +85,49 @@ def running_gradient_sum() -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(learning_rate: float, b1: float, b2: float, eps: float, weight_decay: float,
-                   accumulate_gradients: bool = False) -> optax.GradientTransformation:
+LR_SCHEDULES = ("constant", "warmup_cosine")
+AUGMENT_MODES = ("none", "dihedral")
+
+
+def learning_rate_schedule(peak: float, schedule: str = "constant", total_steps: int = 1,
+                           warmup_steps: int = 0) -> float | optax.Schedule:
+    """The step size per Adam step: `peak` throughout, or a linear warm-up then a cosine decay.
+
+    "constant": the paper (training.py's fixed lr). "warmup_cosine": 0 -> peak linearly over
+    `warmup_steps` (at most total_steps - 1), then cosine down to 0 at `total_steps` (Loshchilov & Hutter 2017, SGDR,
+    without restarts; Goyal et al. 2017 for the warm-up). The decay makes the last epochs' weights
+    move little, so the validation-selected epoch is less a matter of where an oscillation stood.
+    """
+    if schedule == "constant":
+        return peak
+    if schedule != "warmup_cosine":
+        raise ValueError(f"train.lr_schedule={schedule!r} (choose one of {LR_SCHEDULES})")
+    total_steps = max(total_steps, 1)
+    warmup_steps = min(warmup_steps, total_steps - 1)  # a warm-up as long as the run (train.epochs=2) ends at the peak
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps, total_steps, 0.0)
+
+
+def make_optimizer(learning_rate: float | optax.Schedule, b1: float, b2: float, eps: float,
+                   weight_decay: float, accumulate_gradients: bool = False) -> optax.GradientTransformation:
     """PyTorch `Adam(weight_decay=wd)`: L2 added to the gradient before Adam (not AdamW).
 
+    learning_rate: a number, or a schedule of the step count (`learning_rate_schedule`).
     accumulate_gradients: Adam sees the running sum of all gradients (the published code's
     never-zeroed gradients, `running_gradient_sum`); an option for reproducing the paper only.
     """
-    adam = [optax.add_decayed_weights(weight_decay), optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-            optax.scale(-learning_rate)]
+    step = (optax.scale_by_schedule(lambda count: -learning_rate(count)) if callable(learning_rate)
+            else optax.scale(-learning_rate))
+    adam = [optax.add_decayed_weights(weight_decay), optax.scale_by_adam(b1=b1, b2=b2, eps=eps), step]
     return optax.chain(*([running_gradient_sum()] if accumulate_gradients else []), *adam)
 
 
-def optimizer_from_config(config) -> optax.GradientTransformation:
+def optimizer_from_config(config, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+    """The run's optimiser; `steps_per_epoch` (ceil(n_train / batch)) places a schedule's epochs."""
     t = config.train
     decay = t.weight_decay_da if t.domain_adaptation else t.weight_decay
-    return make_optimizer(t.learning_rate, t.b1, t.b2, t.eps, decay, bool(t.get("accumulate_gradients", False)))
+    lr = learning_rate_schedule(t.learning_rate, t.get("lr_schedule", "constant"), t.epochs * steps_per_epoch,
+                                int(t.get("warmup_epochs", 0)) * steps_per_epoch)
+    return make_optimizer(lr, t.b1, t.b2, t.eps, decay, bool(t.get("accumulate_gradients", False)))
 
 
 def create_state(model, tx, key, image_shape) -> TrainState:
@@ -121,6 +148,9 @@ class StepSpec:
     # Ablation (train.mixed_batch_forward): the Y1 batch joins the forward pass (BatchNorm
     # statistics over Y10 + Y1, as with DA) while the loss stays CE on Y10, without MMD.
     mixed_batch_forward: bool = False
+    # train.augment = "dihedral": every training image (Y10 and Y1) under a random symmetry of the
+    # square each step (jaxrobust.augment), drawn from augment_key folded with the step number.
+    augment: bool = False
 
     @property
     def forwards_y1(self) -> bool:
@@ -136,7 +166,7 @@ def zero_sums() -> dict:
 
 
 def train_step(state: TrainState, sums: dict, batch: dict, *, spec: StepSpec, class_weights: jax.Array,
-               dropout_key: jax.Array, mesh=None):
+               dropout_key: jax.Array, mesh=None, augment_key: jax.Array | None = None):
     """One optimiser step; returns (new state, metric sums + this step's contribution).
 
     batch: image (B, H, W, 3), label (B,), mask (B,) and, for DA, target_image (B, H, W, 3)
@@ -146,6 +176,8 @@ def train_step(state: TrainState, sums: dict, batch: dict, *, spec: StepSpec, cl
     if spec.forwards_y1:
         images = jnp.concatenate([images, batch["target_image"]], axis=0)
         mask = jnp.concatenate([mask, batch["target_mask"]], axis=0)
+    if spec.augment:
+        images = augment.random_dihedral(images, jax.random.fold_in(augment_key, state.step))
     if mesh is not None:
         images = parallel.constrain_rows(images, mesh)
     n_source = batch["image"].shape[0]
@@ -188,7 +220,8 @@ def step_mask(step, batch_size: int, n: int, xp=jnp):
     return ((step * batch_size + xp.arange(batch_size)) < n).astype(xp.float32)
 
 
-def make_device_step(spec: StepSpec, class_weights, dropout_key, mesh, n_train: int, batch_size: int):
+def make_device_step(spec: StepSpec, class_weights, dropout_key, mesh, n_train: int, batch_size: int,
+                     augment_key=None):
     """jit(state, sums, data, rows, target_rows, step) -> (state, sums), gathering on device."""
 
     def device_step(state, sums, data, rows, target_rows, step):
@@ -199,14 +232,15 @@ def make_device_step(spec: StepSpec, class_weights, dropout_key, mesh, n_train: 
             batch["target_image"] = data["y1"][jax.lax.dynamic_index_in_dim(target_rows, step, keepdims=False)]
             batch["target_mask"] = mask
         return train_step(state, sums, batch, spec=spec, class_weights=class_weights,
-                          dropout_key=dropout_key, mesh=mesh)
+                          dropout_key=dropout_key, mesh=mesh, augment_key=augment_key)
 
     return jax.jit(device_step, donate_argnums=(0, 1), compiler_options=parallel.step_compiler_options())
 
 
-def make_host_step(spec: StepSpec, class_weights, dropout_key, mesh):
+def make_host_step(spec: StepSpec, class_weights, dropout_key, mesh, augment_key=None):
     """jit(state, sums, batch) -> (state, sums) for batches streamed from host memory."""
-    step = partial(train_step, spec=spec, class_weights=class_weights, dropout_key=dropout_key, mesh=mesh)
+    step = partial(train_step, spec=spec, class_weights=class_weights, dropout_key=dropout_key, mesh=mesh,
+                   augment_key=augment_key)
     return jax.jit(step, donate_argnums=(0, 1), compiler_options=parallel.step_compiler_options())
 
 
@@ -357,6 +391,13 @@ def check_config(config) -> None:
         problems.append(f"train.early_stopping={t.early_stopping!r} (choose one of {EARLY_STOPPING_MODES})")
     if t.mmd_estimator not in ("biased", "unbiased"):
         problems.append(f"train.mmd_estimator={t.mmd_estimator!r} (choose 'biased' or 'unbiased')")
+    if t.get("augment", "none") not in AUGMENT_MODES:
+        problems.append(f"train.augment={t.augment!r} (choose one of {AUGMENT_MODES})")
+    if t.get("lr_schedule", "constant") not in LR_SCHEDULES:
+        problems.append(f"train.lr_schedule={t.lr_schedule!r} (choose one of {LR_SCHEDULES})")
+    warmup = t.get("warmup_epochs", 0)
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        problems.append(f"train.warmup_epochs={warmup!r} (an integer >= 0)")
     if t.data_placement not in ("auto", "device", "host"):
         problems.append(f"train.data_placement={t.data_placement!r} (choose auto, device or host)")
     for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -407,9 +448,10 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     parallel.check_divisible(t.batch_size, mesh)
     labels = data.labels["train"]
     weights = losses.class_weights(labels, config.model.num_classes)
-    tx = optimizer_from_config(config)
+    tx = optimizer_from_config(config, math.ceil(len(labels) / t.batch_size))
     spec = StepSpec(bool(t.domain_adaptation), float(t.mmd_weight), t.mmd_estimator,
-                    uses_dropout(config.model.name), bool(t.get("mixed_batch_forward", False)))
+                    uses_dropout(config.model.name), bool(t.get("mixed_batch_forward", False)),
+                    t.get("augment", "none") == "dihedral")
     repl = parallel.replicated(mesh)
     init = jax.jit(lambda key: create_state(model, tx, key, data.image_shape), out_shardings=repl)
     state = init(stream_key(run_seed(config), "init"))
@@ -435,14 +477,14 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     class_w = jnp.asarray(weights)
     seed = run_seed(config)  # config.seed unless run_seed is set (several runs on one dataset)
     shuffle_key, target_key = stream_key(seed, "shuffle"), stream_key(seed, "shuffle_target")
-    dropout_key = stream_key(seed, "dropout")
+    dropout_key, augment_key = stream_key(seed, "dropout"), stream_key(seed, "augment")
     host_arrays = {"y10": data.images["Y10", "train"], "y1": data.images["Y1", "train"], "labels": labels}
     if placement == "device":
         device_data = parallel.put_replicated({k: v for k, v in host_arrays.items()
                                                if k != "y1" or spec.forwards_y1}, repl)
-        step_fn = make_device_step(spec, class_w, dropout_key, mesh, n, t.batch_size)
+        step_fn = make_device_step(spec, class_w, dropout_key, mesh, n, t.batch_size, augment_key)
     else:
-        step_fn = make_host_step(spec, class_w, dropout_key, mesh)
+        step_fn = make_host_step(spec, class_w, dropout_key, mesh, augment_key)
     step_fn = parallel.compiled_together(step_fn, "train_step")  # several processes: start together
     # every process validates on its own devices: no cross-process traffic, the same numbers
     predict = make_predict(model, t.eval_batch_size, parallel.local_mesh())

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxrobust import attack, losses, train
+from jaxrobust import attack, augment, losses, train
 from jaxrobust.config import load_config
 from jaxrobust.models import build_model
 
@@ -70,6 +70,35 @@ def test_mixed_batch_forward_is_ce_on_y10_through_a_mixed_batchnorm_forward(sgd_
     stats = lambda t: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(t)])  # noqa: E731
     assert not np.allclose(stats(bs_mixed), stats(bs_regular))
 
+
+
+@pytest.mark.parametrize("domain_adaptation", [False, True])
+def test_augment_is_the_plain_step_on_the_drawn_symmetries(sgd_state, domain_adaptation):
+    batch = _batch(seed=2)
+    key = jax.random.key(7)
+    plain = train.StepSpec(domain_adaptation, 0.05, "biased", False)
+    augmented = train.StepSpec(domain_adaptation, 0.05, "biased", False, augment=True)
+
+    def step(state, spec, b):
+        new, _ = jax.jit(partial(train.train_step, spec=spec, class_weights=WEIGHTS, dropout_key=jax.random.key(1),
+                                 augment_key=key))(state, train.zero_sums(), b)
+        return new
+
+    got = step(sgd_state, augmented, batch)
+    # by hand: the plain step on the images transformed by the step's draw (key folded with the step)
+    n = len(batch["image"])
+    images = np.concatenate([batch["image"], batch["target_image"]]) if domain_adaptation else batch["image"]
+    element = np.asarray(jax.random.randint(jax.random.fold_in(key, sgd_state.step), (len(images),), 0, 8))
+    ours = np.asarray(augment.dihedral(jnp.asarray(images), jnp.asarray(element)))  # D4 itself: test_augment
+    by_hand = dict(batch, image=ours[:n], target_image=ours[n:] if domain_adaptation else batch["target_image"])
+    want = step(sgd_state, plain, by_hand)
+    _close(got.params, want.params, rtol=1e-5, atol=1e-7)
+    _close(got.batch_stats, want.batch_stats, rtol=1e-5, atol=1e-7)
+    assert len(set(element.tolist())) > 1
+    # and the switch changes the step: without it the images go in as they are
+    unchanged = step(sgd_state, plain, batch)
+    flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(t)])  # noqa: E731
+    assert not np.allclose(flat(unchanged.params), flat(got.params))
 
 def test_accumulate_gradients_feeds_adam_the_running_sum():
     kw = dict(learning_rate=1e-3, b1=0.7, b2=0.8, eps=1e-8, weight_decay=1e-3)

@@ -161,3 +161,16 @@ def test_run_config_round_trip_and_missing_folder(tmp_path):
     assert settings != cfg.training_settings(cfg.copy_with(config, {"train.epochs": 5}))
     with pytest.raises(FileNotFoundError, match="no config.json.*jaxrobust train"):
         cfg.read_run_config(tmp_path / "elsewhere")
+
+
+def test_a_run_written_before_a_key_existed_counts_it_at_its_default():
+    import json
+    config = cfg.copy_with(cfg.base_config(), {"train.epochs": 4})  # the two keys at their defaults
+    older = json.loads(cfg.to_json(config))
+    del older["train"]["lr_schedule"], older["train"]["augment"]  # a config.json from before these keys
+    settings = cfg.training_settings(older)
+    assert settings == cfg.training_settings(config)
+    assert settings["train"]["lr_schedule"] == cfg.base_config().train.lr_schedule
+    # a key set away from its default still tells the runs apart
+    other = "dihedral" if config.train.augment == "none" else "none"
+    assert settings != cfg.training_settings(cfg.copy_with(config, {"train.augment": other}))

@@ -19,7 +19,7 @@ LAYER_ORDER = (
               "jaxrobust.progress", "jaxrobust.hostmem", "jaxrobust.errors", "jaxrobust.provenance")),
     ("data", ("jaxrobust.data",)),  # and every jaxrobust.data.* module
     ("models", ("jaxrobust.models",)),  # and every jaxrobust.models.* module
-    ("losses", ("jaxrobust.losses", "jaxrobust.checkpoint")),
+    ("losses", ("jaxrobust.losses", "jaxrobust.augment", "jaxrobust.checkpoint")),
     ("predict", ("jaxrobust.predict",)),
     ("inference", ("jaxrobust.train", "jaxrobust.evaluate", "jaxrobust.candidates")),
     ("incremental", ("jaxrobust.incremental",)),

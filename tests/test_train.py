@@ -97,6 +97,60 @@ def test_optimizer_from_config_picks_the_decay():
         np.testing.assert_allclose(updates["w"], -1e-3 * g / (g + 1e-8), rtol=1e-6)
 
 
+
+def test_warmup_cosine_schedule_against_its_formula():
+    peak, total, warmup = 2e-4, 40, 8
+    lr = train.learning_rate_schedule(peak, "warmup_cosine", total, warmup)
+    for k in range(total + 1):  # independent: the formula written out
+        expected = peak * k / warmup if k < warmup else \
+            0.5 * peak * (1 + math.cos(math.pi * (k - warmup) / (total - warmup)))
+        np.testing.assert_allclose(float(lr(k)), expected, rtol=1e-5, atol=1e-12)
+    assert train.learning_rate_schedule(peak, "constant", total, warmup) == peak
+    with pytest.raises(ValueError, match="train.lr_schedule='cosine'"):
+        train.learning_rate_schedule(peak, "cosine", total, warmup)
+    # a warm-up as long as the run (quick's 2 epochs with train.epochs=2) reaches the peak at the last step
+    short = train.learning_rate_schedule(peak, "warmup_cosine", 6, 6)
+    np.testing.assert_allclose([float(short(k)) for k in range(6)], [peak * k / 5 for k in range(6)], rtol=1e-5)
+
+
+def test_schedule_scales_each_adam_step_by_that_steps_rate():
+    # step k of the scheduled optimiser is the constant-rate Adam step times lr(k) / peak
+    p0 = jnp.asarray([0.0, 1.0, -1.0, 2.0])
+    peak, total, warmup = 0.1, 6, 2
+    scheduled = train.make_optimizer(train.learning_rate_schedule(peak, "warmup_cosine", total, warmup),
+                                     0.7, 0.8, 1e-8, 1e-3)
+    constant = train.make_optimizer(peak, 0.7, 0.8, 1e-8, 1e-3)
+    s_sched, s_const = scheduled.init(p0), constant.init(p0)
+    for k in range(total):
+        g = jnp.asarray(quadratic_grad(np.asarray(p0)) * (k + 1), jnp.float32)  # one point, growing gradients
+        u_sched, s_sched = scheduled.update(g, s_sched, p0)
+        u_const, s_const = constant.update(g, s_const, p0)
+        expected = float(train.learning_rate_schedule(peak, "warmup_cosine", total, warmup)(k)) / peak
+        np.testing.assert_allclose(np.asarray(u_sched), expected * np.asarray(u_const), rtol=1e-5, atol=1e-9)
+
+
+def test_optimizer_from_config_places_the_schedule_in_epochs():
+    config = config_lib.load_config("quick", ["train.lr_schedule=warmup_cosine", "train.warmup_epochs=2",
+                                   "train.epochs=10", "train.learning_rate=0.5", "train.weight_decay=0.0"])
+    tx = train.optimizer_from_config(config, steps_per_epoch=3)
+    p = {"w": jnp.ones(1)}
+    state = tx.init(p)
+    rates = []
+    for _ in range(30):  # Adam's first steps on a constant gradient are -lr exactly (m_hat = g, v_hat = g^2)
+        updates, state = tx.update({"w": jnp.ones(1)}, state, p)
+        rates.append(-float(updates["w"][0]))
+    assert rates[0] == 0.0 and abs(rates[3] - 0.25) < 1e-6  # warm-up: 6 steps to the peak
+    assert abs(rates[6] - 0.5) < 1e-6 and rates[-1] < 0.01 * 0.5  # the peak at epoch 2, ~0 at the end
+    assert config_lib.load_config("quick", []).train.lr_schedule in ("constant", "warmup_cosine")
+
+
+@pytest.mark.parametrize("override, field", [("train.lr_schedule=cosine", "train.lr_schedule"),
+                                             ("train.warmup_epochs=-1", "train.warmup_epochs")])
+def test_check_config_names_a_bad_schedule(override, field):
+    config = config_lib.load_config("quick", [override, "train.epochs=25"])
+    with pytest.raises(ValueError, match=field):
+        train.check_config(config)
+
 # ---- early stopping ----------------------------------------------------------------------
 
 def test_graded_counter_hand_worked():
@@ -355,6 +409,37 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                            trained, ref_trained)
 
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_the_learning_rate_schedule(tmp_path):
+    # the schedule's step count lives in the checkpointed optimiser state: a resumed run takes
+    # the same steps as an uninterrupted one (a restarted count would warm up again)
+    config = syn.tiny_config(lr_schedule="warmup_cosine", warmup_epochs=1)
+    quiet = lambda message: None  # noqa: E731
+    whole = train.train_and_evaluate(config, tmp_path / "whole", data=syn.tiny_data(), progress=False, log=quiet)
+
+    def stop_after_epoch_1(message):
+        if message.startswith("epoch   1:"):
+            raise _Interrupt
+    with pytest.raises(_Interrupt):
+        train.train_and_evaluate(config, tmp_path / "cut", data=syn.tiny_data(), progress=True,
+                                 log=stop_after_epoch_1)
+    assert len(train.read_metrics(tmp_path / "cut")) == 1
+    resumed = train.train_and_evaluate(config, tmp_path / "cut", data=syn.tiny_data(), resume=True,
+                                       progress=False, log=quiet)
+    got, want = train.read_metrics(tmp_path / "cut"), train.read_metrics(tmp_path / "whole")
+    assert len(got) == len(want) == 3
+    for row, ref_row in zip(got, want):
+        for key in syn.METRIC_KEYS:
+            assert row[key] == pytest.approx(ref_row[key], rel=1e-6, abs=1e-7), key
+    assert resumed["best_epoch"] == whole["best_epoch"]
+    # and the schedule did change training: the constant-rate run differs
+    ref_rows = train.read_metrics(syn.reference_run()[0])
+    assert any(abs(a["train_loss"] - b["train_loss"]) > 1e-4 for a, b in zip(got, ref_rows))
 
 def test_resume_refuses_a_different_config(tmp_path):
     ref, _, _ = syn.reference_run()
