@@ -135,3 +135,11 @@ def test_prepare(raw_dataset, stats_from):
 def test_prepare_refuses_unknown_statistics(raw_dataset):
     with pytest.raises(ValueError, match="stats_from"):
         preprocess.prepare(raw_dataset, stats_from="test")
+
+
+@pytest.mark.parametrize("stats_from", ["self", "train"])
+def test_an_all_zero_array_is_named_whichever_bounds_stretch_it(raw_dataset, stats_from):
+    path = raw_dataset.root / "images_Y1_test.npy"
+    np.save(path, np.zeros_like(np.load(path)))
+    with pytest.raises(store.DataError, match="images_Y1_test.npy: 99.9th percentile is 0.0"):
+        preprocess.prepare(RawDataset(raw_dataset.root), stats_from=stats_from)

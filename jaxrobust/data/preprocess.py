@@ -215,11 +215,12 @@ def prepare_arrays(load, labels: dict, subsample: dict | None, percentiles=(0.1,
         for part in parts:  # train first: the other parts may need its bounds
             nhwc = load(depth, part)
             own = part == "train" or stats_from == "self"
-            try:
-                b = stretch_bounds(nhwc, percentiles) if own else bounds[depth, "train"]
+            try:  # every array's own bounds, used or not: they catch a damaged array (all zeros)
+                b = stretch_bounds(nhwc, percentiles)
             except ValueError as err:  # e.g. all-zero images: name the array
                 name = store.image_file(depth, part) if part in store.SPLITS else f"the {depth} attack subsample"
                 raise store.DataError(f"{Path(source) / name if source else name}: {err}") from err
+            b = b if own else bounds[depth, "train"]
             images[depth, part], bounds[depth, part] = normalize(nhwc, b, stretch=stretch, in_place=True)
     prepared_sub = None
     if subsample is not None:
