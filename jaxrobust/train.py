@@ -94,8 +94,8 @@ def learning_rate_schedule(peak: float, schedule: str = "constant", total_steps:
     """The step size per Adam step: `peak` throughout, or a linear warm-up then a cosine decay.
 
     "constant": the paper (training.py's fixed lr). "warmup_cosine": 0 -> peak linearly over
-    `warmup_steps` (at most total_steps - 1), then cosine down to 0 at `total_steps` (Loshchilov & Hutter 2017, SGDR,
-    without restarts; Goyal et al. 2017 for the warm-up). The decay makes the last epochs' weights
+    `warmup_steps` (at most total_steps - 1), then cosine down to 0 at `total_steps`
+    (Loshchilov & Hutter 2017, SGDR, without restarts; Goyal et al. 2017 for the warm-up). The decay makes the last epochs' weights
     move little, so the validation-selected epoch is less a matter of where an oscillation stood.
     """
     if schedule == "constant":
@@ -103,7 +103,7 @@ def learning_rate_schedule(peak: float, schedule: str = "constant", total_steps:
     if schedule != "warmup_cosine":
         raise ValueError(f"train.lr_schedule={schedule!r} (choose one of {LR_SCHEDULES})")
     total_steps = max(total_steps, 1)
-    warmup_steps = min(warmup_steps, total_steps - 1)  # a warm-up as long as the run (train.epochs=2) ends at the peak
+    warmup_steps = min(warmup_steps, total_steps - 1)  # a run no longer than its warm-up ends at the peak
     return optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps, total_steps, 0.0)
 
 
