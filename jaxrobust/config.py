@@ -53,14 +53,33 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> ml_c
     path = resolve_config_path(name_or_path)
     spec = importlib.util.spec_from_file_location(f"jaxrobust_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise ConfigError(f"{path}: line {err.lineno}: not valid Python ({err.msg}); fix the config "
+                          "file") from err
+    except Exception as err:  # the file's own code: any error is the file's, not ours
+        raise ConfigError(f"{path}: importing it raised {type(err).__name__}: {_one_line(err)}; fix the "
+                          "config file") from err
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: a config file must define get_config() -> ConfigDict")
-    config = module.get_config()
+    try:
+        config = module.get_config()
+    except Exception as err:
+        raise ConfigError(f"{path}: get_config() raised {type(err).__name__}: {_one_line(err)}; fix the "
+                          "config file") from err
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, not an "
+                          "ml_collections.ConfigDict; fix the config file")
     apply_overrides(config, overrides)
     check_counts(config)
     config.lock()
     return config
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:200] if text else "(no message)"
 
 
 def parse_value(text: str):
@@ -126,11 +145,53 @@ COUNT_KEYS = {
     "analysis.church_windows": (0, " (0 = none)"),
     "analysis.histogram_bins": (1, ""),
     "analysis.bootstrap": (1, ""),
+    "analysis.isomap_neighbors": (1, ""),
+    "seed": (0, ""),  # NumPy's SeedSequence takes no negative entropy
+    "run_seed": (-1, " (-1 = use seed)"),
+    "data.n_spiral": (1, ""),  # every class needs galaxies: a class without any has no split
+    "data.n_elliptical": (1, ""),
+    "data.n_merger": (1, ""),
+    "model.latent_dim": (1, ""),
+    "train.epochs": (1, ""),
+    "train.batch_size": (1, ""),
+    "train.eval_batch_size": (1, ""),
+    "train.warmup_epochs": (0, ""),
+    "train.patience": (1, ""),
+    "attack.population": (4, " (DE/rand/1 mixes three other members)"),
+    "attack.max_generations": (0, " (0 = the initial population only)"),
+    "attack.block_generations": (1, ""),
+    "attack.tasks_per_call": (1, ""),
+    "attack.chunk_candidates": (0, " (0 = per backend)"),
+}
+# Probabilities, rates and other real numbers: (low, high, low included, high included). A value
+# outside, or not finite, is refused naming the key: a target_threshold of 1.5 can never be met
+# (the attack reports 0 successes), a learning rate of inf trains to NaN.
+INF = float("inf")
+RANGE_KEYS = {
+    "attack.target_threshold": (0.0, 1.0, False, False),  # success: p(target) > threshold
+    "attack.untargeted_threshold": (0.0, 1.0, False, False),  # success: p(true) < threshold
+    "attack.differential_weight": (0.0, 2.0, False, True),  # F of DE (Storn & Price 1997: (0, 2])
+    "train.learning_rate": (0.0, INF, False, False),
+    "train.b1": (0.0, 1.0, True, False),  # Adam's decay rates (Kingma & Ba 2015: [0, 1))
+    "train.b2": (0.0, 1.0, True, False),
+    "train.eps": (0.0, INF, False, False),
+    "train.weight_decay": (0.0, INF, True, False),
+    "train.weight_decay_da": (0.0, INF, True, False),
+    "train.mmd_weight": (0.0, INF, True, False),
+    "preprocess.stretch": (0.0, INF, False, False),
+    "data.sky_area_per_pixel_arcsec2": (0.0, INF, False, False),
+    "data.max_candidates_factor": (1.0, INF, True, False),
+    "data.catalogue_mag_shift": (-INF, INF, False, False),
+    "data.gsparams_folding_threshold": (0.0, 1.0, False, False),
+    "data.gsparams_maxk_threshold": (0.0, 1.0, False, False),
 }
 
 
 def check_count(dotted: str, value) -> None:
-    """ConfigError when a count key (COUNT_KEYS) is not an integer at or above its minimum."""
+    """ConfigError when a count key (COUNT_KEYS) is not an integer at or above its minimum, or
+    a real-valued key (RANGE_KEYS) is not a finite number inside its range."""
+    if dotted in RANGE_KEYS:
+        _check_range(dotted, value)
     if dotted not in COUNT_KEYS:
         return
     minimum, meaning = COUNT_KEYS[dotted]
@@ -138,12 +199,55 @@ def check_count(dotted: str, value) -> None:
         raise ConfigError(f"config key {dotted!r} must be an integer >= {minimum}{meaning}, got {value!r}")
 
 
+def _check_range(dotted: str, value) -> None:
+    import math
+
+    low, high, low_in, high_in = RANGE_KEYS[dotted]
+    inside = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+              and (value > low or (low_in and value == low)) and (value < high or (high_in and value == high)))
+    if not inside:
+        bounds = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+        raise ConfigError(f"config key {dotted!r} must be a finite number in {bounds}, got {value!r}")
+
+
+def _lookup(config, dotted: str):
+    """The value of a dotted key, or a KeyError when the config lacks it."""
+    node = config
+    for part in dotted.split("."):
+        if part not in node:
+            raise KeyError(dotted)
+        node = node[part]
+    return node
+
+
 def check_counts(config: ml_collections.ConfigDict) -> None:
-    """check_count for every count key the config has."""
-    for dotted in COUNT_KEYS:
-        section, key = dotted.split(".")
-        if section in config and key in config[section]:
-            check_count(dotted, config[section][key])
+    """check_count for every count and range key the config has, and the keys that go in pairs:
+    preprocess.percentiles (0 <= low < high <= 100), data.split_fractions (three non-negative
+    numbers summing to 1), data.mag_r_range (bright < faint)."""
+    for dotted in list(COUNT_KEYS) + list(RANGE_KEYS):
+        try:
+            value = _lookup(config, dotted)
+        except KeyError:
+            continue
+        check_count(dotted, value)
+    checks = (
+        ("preprocess.percentiles", lambda v: len(v) == 2 and 0 <= v[0] < v[1] <= 100,
+         "(low, high) with 0 <= low < high <= 100"),
+        ("data.split_fractions", lambda v: len(v) == 3 and min(v) >= 0 and abs(sum(v) - 1) < 1e-9,
+         "three non-negative fractions (train, valid, test) summing to 1"),
+        ("data.mag_r_range", lambda v: len(v) == 2 and v[0] < v[1], "(bright, faint) magnitudes, bright < faint"),
+    )
+    for dotted, ok, expected in checks:
+        try:
+            value = _lookup(config, dotted)
+        except KeyError:
+            continue
+        try:
+            good = ok(tuple(float(x) for x in value))
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise ConfigError(f"config key {dotted!r} must be {expected}, got {value!r}")
 
 
 def _unknown_key(dotted: str, node, walked) -> str:

@@ -213,6 +213,20 @@ def _shuffle_y1(folder):
     np.save(folder / "images_Y1_train.npy", y1[np.random.default_rng(2).permutation(len(y1))])
 
 
+def _two_y1_rows_swapped(folder):
+    """Rows 0 and the first row of another class of the Y1 test split exchanged."""
+    y1 = np.load(folder / "images_Y1_test.npy")
+    labels = np.load(folder / "labels_test.npy").argmax(axis=1)
+    other = int(np.flatnonzero(labels != labels[0])[0])
+    y1[[0, other]] = y1[[other, 0]]
+    np.save(folder / "images_Y1_test.npy", y1)
+
+
+def _y1_is_y10_rescaled(folder):
+    y10 = np.load(folder / "images_Y10_test.npy")
+    np.save(folder / "images_Y1_test.npy", (y10 * 1.001).astype(np.float32))
+
+
 def _wrong_subsample_labels(folder):
     labels = np.load(folder / "labels_150.npy")
     np.save(folder / "labels_150.npy", np.roll(labels, 1, axis=1))
@@ -246,6 +260,8 @@ def _missing_split(folder):  # already clear before issue 15
 DATASET_DAMAGE = {
     "y1_copy_of_y10": (_copy_y10_into_y1, "images_Y1_valid.npy", "exact copy"),
     "y1_other_order": (_shuffle_y1, "images_Y1_train.npy", "same order"),
+    "y1_two_rows_swapped": (_two_y1_rows_swapped, "images_Y1_test.npy", "swapped"),
+    "y1_is_y10_rescaled": (_y1_is_y10_rescaled, "images_Y1_test.npy", "no noise of its own"),
     "subsample_labels": (_wrong_subsample_labels, "labels_150.npy", "test labels"),
     "all_zero_images": (_all_zero_images, "images_Y1_test.npy", "percentile"),
     "truncated_metadata_150": (_truncated_metadata_150, "metadata_150.npz", "simulate or download"),
@@ -282,6 +298,56 @@ def test_other_counts_are_checked_when_loading_a_config(capsys, dataset, tmp_pat
     if key.split(".")[0] not in config_lib.base_config():
         pytest.skip(f"no {key.split('.')[0]} section in this config")
     refused(capsys, "train", "--data", dataset, "--workdir", tmp_path / "new", option, names=[key], says=[">="])
+
+
+@pytest.mark.parametrize("option, key, says", [
+    ("attack.target_threshold=1.5", "attack.target_threshold", "(0, 1)"),
+    ("attack.untargeted_threshold=-0.05", "attack.untargeted_threshold", "(0, 1)"),
+    ("train.learning_rate=1e999", "train.learning_rate", "finite"),
+    ("data.n_spiral=-5", "data.n_spiral", ">= 1"),
+    ("data.n_merger=0", "data.n_merger", ">= 1"),
+    ("seed=-1", "seed", ">= 0"),
+    ("preprocess.percentiles=(99.9, 0.1)", "preprocess.percentiles", "low < high"),
+])
+def test_values_out_of_range_are_refused_naming_the_key(capsys, dataset, tmp_path, option, key, says):
+    refused(capsys, "train", "--data", dataset, "--workdir", tmp_path / "new", option, names=[f"'{key}'"], says=[says])
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_attack_threshold_out_of_range_is_refused_before_the_attack(capsys, run):
+    refused(capsys, "attack", "--workdir", run, "attack.target_threshold=1.5", names=["attack.target_threshold"],
+            says=["(0, 1)"])
+
+
+@pytest.mark.parametrize("text, says", [
+    ("def get_config(:\n    pass\n", "line 1: not valid Python"),
+    ("def get_config():\n    return {}['data']\n", "get_config() raised KeyError"),
+    ("import no_such_module_here\n", "importing it raised ModuleNotFoundError"),
+])
+def test_a_broken_config_file_is_a_sentence(capsys, dataset, tmp_path, text, says):
+    path = tmp_path / "mine.py"
+    path.write_text(text)
+    refused(capsys, "train", "--config", path, "--data", dataset, "--workdir", tmp_path / "new",
+            names=[path], says=[says, "fix the config file"])
+
+
+def test_files_changed_after_simulate_are_named(capsys, run, dataset, tmp_path):
+    """dataset.json records each file's checksum; a file edited since is refused when read."""
+    from jaxrobust.data import store
+
+    folder = copy_of(dataset, tmp_path)
+    store.write_info(folder, {"note": "the shared tiny dataset, recorded as a simulation would"})
+    labels = np.load(folder / "labels_test.npy")
+    other = int(np.flatnonzero(labels.argmax(axis=1) != labels[0].argmax())[0])
+    labels[[0, other]] = labels[[other, 0]]  # still one-hot, counts unchanged: only the checksum sees it
+    np.save(folder / "labels_test.npy", labels)
+    refused(capsys, "evaluate", "--workdir", run, "--data", folder, "--force",
+            names=[folder / "labels_test.npy", "dataset.json"], says=["changed since", "simulate"])
+    info = json.loads((folder / "dataset.json").read_text())
+    del info["content_hashes"]  # a dataset.json from before: its sha256 checksums are used
+    (folder / "dataset.json").write_text(json.dumps(info))
+    refused(capsys, "evaluate", "--workdir", run, "--data", folder, "--force",
+            names=[folder / "labels_test.npy"], says=["changed since"])
 
 
 # --- Damaged run folders ---

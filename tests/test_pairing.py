@@ -4,7 +4,7 @@ import numpy as np
 from jaxrobust.data import pairing
 
 
-def _faint_pairs(n=64, size=100, seed=0):
+def _faint_pairs(n=64, size=100, seed=0, noise=1.5):
     """Y10 and Y1 NCHW stamps of n faint blobs of random position and width; Y1 has 10x the
     relative noise of Y10 (a tenth of the exposure), at a level where single pixels are noise."""
     rng = np.random.default_rng(seed)
@@ -14,8 +14,8 @@ def _faint_pairs(n=64, size=100, seed=0):
     blobs = np.exp(-((yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2)
                    / (2 * widths[:, None, None] ** 2))
     blobs = np.repeat(blobs[:, None], 3, axis=1)
-    y10 = blobs + rng.normal(0, 1.5, blobs.shape)
-    y1 = blobs + rng.normal(0, 1.5 * np.sqrt(10), blobs.shape)
+    y10 = blobs + rng.normal(0, noise, blobs.shape)
+    y1 = blobs + rng.normal(0, noise * np.sqrt(10), blobs.shape)
     return y10, y1
 
 
@@ -43,3 +43,29 @@ def test_noisy_twins_in_another_order_are_refused():
 def test_few_rows_are_refused_only_below_two_random_order_deviations():
     assert pairing.min_matched_wins(64) == pairing.MIN_MATCHED_WINS
     assert abs(pairing.min_matched_wins(8) - (0.5 + 2 * (1 / 96) ** 0.5)) < 1e-12
+
+
+def test_two_swapped_rows_are_named():
+    y10, y1 = _faint_pairs(n=16, noise=0.1)  # brighter: the blobs' shapes decide, not the noise
+    swapped = y1.copy()
+    swapped[[3, 11]] = swapped[[11, 3]]
+    assert pairing.swapped_rows(y10, y1) is None
+    assert pairing.swapped_rows(y10, swapped) == (3, 11)
+    problem = pairing.same_galaxies_problem(y10, swapped, "Y10.npy", "Y1.npy")
+    assert problem is not None and "rows 3 and 11" in problem
+
+
+def test_pixel_noise_is_the_sd_of_gaussian_noise():
+    noise = np.random.default_rng(1).normal(0, 2.5, (2, 3, 60, 60))
+    noise[1, :, 20:40, 20:40] += 500.0  # a bright square: a minority of the differences
+    np.testing.assert_allclose(pairing.pixel_noise(noise), [2.5, 2.5], rtol=0.05)
+
+
+def test_a_rescaled_copy_has_no_noise_of_its_own():
+    y10, y1 = _faint_pairs(n=16)
+    assert pairing.rescaled_copies(y10, y1).size == 0
+    scaled = y1.copy()
+    scaled[5] = (y10[5] * 1.001).astype(np.float32)
+    np.testing.assert_array_equal(pairing.rescaled_copies(y10, scaled), [5])
+    problem = pairing.same_galaxies_problem(y10, y10 * 1.001, "Y10.npy", "Y1.npy")
+    assert problem.startswith("Y1.npy: row 0 is row 0 of Y10.npy rescaled") and "16 of 16" in problem

@@ -2,8 +2,9 @@
 
 Y1 and Y10 of a split are the same galaxies in the same order at two depths (paper §2.1), and
 the attack subsample's labels are the test labels at its rows. Nothing in the files says so, so
-a Y1 array of another split, in another order, or copied from Y10 would train and attack
-without a word. These checks read a few dozen stamps, not the arrays.
+a Y1 array of another split, in another order, with two rows swapped, or copied (or rescaled)
+from Y10 would train and attack without a word. These checks read a few dozen stamps of each
+split (every stamp of the attack subsample), not the arrays.
 """
 from __future__ import annotations
 
@@ -16,6 +17,20 @@ SAMPLE_IMAGES = 64  # stamps compared per split: enough for the vote below, a fe
 # centred blob correlates with any other centred blob, so the absolute value says little).
 # Random order scores 0.5 (sd 0.066 at 19 rows, 0.036 at 64), the same order close to 1.
 MIN_MATCHED_WINS = 0.75
+# Two rows swapped: Y10 stamps i and j each correlate better with the other's Y1 stamp than with
+# their own, and the swap raises the sum of the two rows' correlations by more than SWAP_GAIN and
+# by more than SWAP_SDS standard deviations of what pixel noise alone moves that sum by. In the
+# quick dataset's splits no true pair of rows prefers each other at all; among 64 faint noisy
+# twins (tests/test_pairing.py) the largest such gain is 0.8 sd. Random swaps of galaxies of
+# different classes score above 4 sd in 70-100 % of the draws (look-alikes at the 10 x 10 cell
+# scale are let through).
+SWAP_GAIN = 0.02
+SWAP_SDS = 4.0
+# A rescaled copy: Y1 row = c x Y10 row (+ a constant) has a Pearson correlation of 1 over the
+# stamp's pixels up to float rounding (1 - r ~ 1e-13), while two independent Poisson
+# observations of one galaxy stay far from it (1 - r >= 0.01 in the quick dataset: sky noise
+# covers most of a stamp). Below this Y1 has no noise of its own.
+RESCALED_COPY = 1e-6
 FEW_ROWS = 32  # below this many sampled pairs the score itself is too noisy for the fixed bar
 RANDOM_ORDER_SDS = 2.0  # ... and a score under 0.5 + 2 sd of a random order's is refused instead
 
@@ -45,15 +60,29 @@ def coarse(stamps: np.ndarray, cells: int = GRID_CELLS) -> np.ndarray:
     won only 67 % of the comparisons on raw pixels); averaging blocks of ~100 pixels keeps the
     galaxy's shape and divides the noise by ~10 (the same pairs then win 91-96 %).
     """
-    x = np.asarray(stamps, dtype=np.float64)
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = np.moveaxis(x, -1, 1)  # NHWC -> NCHW
+    x = _nchw(stamps)
     n, c, h, w = x.shape
     bh, bw = max(1, h // cells), max(1, w // cells)
     h2, w2 = h // bh * bh, w // bw * bw
     return x[:, :, :h2, :w2].reshape(n, c, h2 // bh, bh, w2 // bw, bw).mean(axis=(3, 5))
+
+
+def _nchw(stamps: np.ndarray) -> np.ndarray:
+    x = np.asarray(stamps, dtype=np.float64)
+    if x.ndim == 3:
+        return x[:, None]
+    if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        return np.moveaxis(x, -1, 1)  # NHWC -> NCHW
+    return x
+
+
+def pixel_noise(stamps: np.ndarray) -> np.ndarray:
+    """(n,) per-stamp pixel noise sd: the median absolute deviation of horizontal neighbour
+    differences / (0.6745 sqrt 2), robust to the galaxy (a minority of the pixels)."""
+    x = _nchw(stamps)
+    d = np.diff(x, axis=-1).reshape(len(x), -1)
+    mad = np.median(np.abs(d - np.median(d, axis=1, keepdims=True)), axis=1)
+    return mad / (0.6745 * np.sqrt(2.0))
 
 
 def _flat_centred(stamps: np.ndarray) -> np.ndarray:
@@ -78,21 +107,85 @@ def matched_wins(y10: np.ndarray, y1: np.ndarray) -> float:
     return float(np.mean(beaten / (n - 1)))
 
 
-def same_galaxies_problem(y10: np.ndarray, y1: np.ndarray, path10, path1) -> str | None:
-    """A sentence when Y1 stamps are exact copies of Y10 or not the same galaxies in the same
-    order, else None.
+def rescaled_copies(y10: np.ndarray, y1: np.ndarray) -> np.ndarray:
+    """Positions of the rows whose Y1 stamp is the Y10 stamp times a constant (plus an offset):
+    1 - Pearson r over the stamp's pixels below RESCALED_COPY. Blank stamps are never copies.
 
     Args:
-      y10, y1: (N, ...) arrays (memory maps fine) of equal length; a sample of rows is read.
+      y10, y1: (n, ...) stamps in the same layout.
     """
-    rows = sample_rows(len(y10))
+    r = np.sum(_flat_centred(y10) * _flat_centred(y1), axis=1)
+    blank = (np.ptp(np.reshape(y10, (len(y10), -1)), axis=1) == 0)
+    return np.flatnonzero((1.0 - r < RESCALED_COPY) & ~blank)
+
+
+def _correlation_noise(stamps: np.ndarray) -> np.ndarray:
+    """(n,) sd of a coarse stamp's correlation with a fixed pattern due to its pixel noise:
+    noise per cell / norm of the centred cells (first order in the noise)."""
+    x = _nchw(stamps)
+    cells = coarse(x)
+    block = (x.shape[-2] // cells.shape[-2]) * (x.shape[-1] // cells.shape[-1])  # pixels per cell
+    flat = cells.reshape(len(cells), -1)
+    norm = np.linalg.norm(flat - flat.mean(axis=1, keepdims=True), axis=1)
+    return pixel_noise(x) / np.sqrt(block) / np.where(norm > 0, norm, np.inf)
+
+
+def swapped_rows(y10: np.ndarray, y1: np.ndarray) -> tuple[int, int] | None:
+    """The pair of rows (i, j) most clearly swapped, or None: Y10 stamp i correlates better with
+    Y1 stamp j than with its own and Y10 stamp j better with Y1 stamp i (correlations of coarse
+    cells), and exchanging them raises corr(i, i) + corr(j, j) by more than SWAP_GAIN and more
+    than SWAP_SDS sd of its noise (from each stamp's pixel noise, `pixel_noise`).
+
+    Args:
+      y10, y1: (n, C, H, W) or (n, H, W, C) stamps in the same layout.
+    """
+    corr = _flat_centred(coarse(y10)) @ _flat_centred(coarse(y1)).T
+    own = np.diag(corr)
+    gain = corr + corr.T - own[:, None] - own[None, :]
+    q10, q1 = _correlation_noise(y10) ** 2, _correlation_noise(y1) ** 2
+    sd = np.sqrt(2.0 * (q10[:, None] + q10[None, :] + q1[:, None] + q1[None, :]))
+    mutual = ((corr > own[:, None]) & (corr.T > own[None, :]) & (gain > SWAP_GAIN)
+              & (gain > SWAP_SDS * sd))
+    np.fill_diagonal(mutual, False)
+    if not mutual.any():
+        return None
+    i, j = np.unravel_index(np.argmax(np.where(mutual, gain, -np.inf)), gain.shape)
+    return (int(min(i, j)), int(max(i, j)))
+
+
+def same_galaxies_problem(y10: np.ndarray, y1: np.ndarray, path10, path1,
+                          sample: int = SAMPLE_IMAGES) -> str | None:
+    """A sentence when Y1 stamps are not an independent observation of the Y10 galaxies in the
+    same order, else None: exact copies, rescaled copies (no noise of their own), two rows
+    swapped, or another order (a vote over the sampled rows).
+
+    Args:
+      y10, y1: (N, ...) arrays (memory maps fine) of equal length; `sample` evenly spread rows
+        are read (the attack subsample passes its length: every row is compared).
+    """
+    rows = sample_rows(len(y10), sample)
     a, b = np.asarray(y10[rows]), np.asarray(y1[rows])
     if np.array_equal(a, b):
         return (f"{path1}: identical to {path10} (an exact copy); Y1 must be the same galaxies "
                 "observed at Y1 depth, with their own noise")
+    finite = np.isfinite(a.reshape(len(a), -1)).all(axis=1) & np.isfinite(b.reshape(len(b), -1)).all(axis=1)
+    a, b, rows = a[finite], b[finite], rows[finite]  # non-finite pixels are refused by the reader
+    copied = rescaled_copies(a, b)
+    if copied.size:
+        return (f"{path1}: row {int(rows[copied[0]])} is row {int(rows[copied[0]])} of {path10} rescaled "
+                f"({copied.size} of {len(rows)} sampled rows; no noise of its own); Y1 must be the same "
+                "galaxies observed at Y1 depth, with their own noise")
     # blank stamps (all one value) have no shape to compare; the stretch reports blank arrays
     shaped = (np.ptp(a.reshape(len(a), -1), axis=1) > 0) & (np.ptp(b.reshape(len(b), -1), axis=1) > 0)
-    a, b = a[shaped], b[shaped]
+    a, b, rows = a[shaped], b[shaped], rows[shaped]
+    if len(a) < 2:
+        return None
+    swapped = swapped_rows(a, b)
+    if swapped is not None:
+        i, j = (int(rows[k]) for k in swapped)
+        return (f"{path1}: rows {i} and {j} look swapped (Y10 row {i} of {path10} matches Y1 row {j} "
+                f"better than its own, and Y10 row {j} Y1 row {i}); Y1 and Y10 must hold the same "
+                "galaxies in the same order")
     if len(a) < 8:  # too few to vote on the order
         return None
     wins = matched_wins(coarse(a), coarse(b))

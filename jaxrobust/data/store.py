@@ -191,9 +191,42 @@ def checksums(out_dir: Path) -> dict[str, str]:
 
 
 def write_info(out_dir: Path, info: dict) -> None:
-    """Writes dataset.json last, with checksums: its presence marks a complete dataset."""
-    info = dict(info, checksums=checksums(out_dir))
-    atomic_write_json(Path(out_dir) / "dataset.json", info)
+    """Writes dataset.json last, with checksums: its presence marks a complete dataset.
+
+    `checksums` (sha256, whole files) identify the dataset (a run's data fingerprint);
+    `content_hashes` (provenance.content_hash: size + blake2b, sampled blocks above 64 MiB) are
+    what every read verifies (`verify_files`), cheap enough for the paper's 8 GB arrays.
+    """
+    out_dir = Path(out_dir)
+    info = dict(info, checksums=checksums(out_dir),
+                content_hashes={p.name: provenance.content_hash(p) for p in sorted(out_dir.glob("*.np[yz]"))})
+    atomic_write_json(out_dir / "dataset.json", info)
+
+
+def verify_files(root: Path, info: dict) -> None:
+    """Refuses a simulated dataset whose files differ from what dataset.json recorded.
+
+    Each recorded file is compared with its `content_hashes` entry; a dataset.json written
+    before those existed is checked by its sha256 `checksums` for files up to
+    provenance.WHOLE_HASH_BYTES (larger ones then go unchecked: hashing them whole costs
+    minutes). Raises a DataError naming the first file that is missing or changed.
+    """
+    root = Path(root)
+    recorded = info.get("content_hashes")
+    how = provenance.content_hash
+    if not isinstance(recorded, dict):
+        recorded = {name: digest for name, digest in (info.get("checksums") or {}).items()
+                    if (root / name).is_file() and (root / name).stat().st_size <= provenance.WHOLE_HASH_BYTES}
+        how = sha256
+    remedy = (f"restore it, or simulate the dataset again (`jaxrobust simulate --overwrite --out {root}`; runs "
+              "trained on it will then refuse it)")
+    for name, digest in sorted(recorded.items()):
+        path = root / name
+        if not path.is_file():
+            raise DataError(f"{path}: missing, but {root / 'dataset.json'} records it; {remedy}")
+        if how(path) != digest:
+            raise DataError(f"{path}: changed since `jaxrobust simulate` wrote it (its checksum differs from "
+                            f"the one {root / 'dataset.json'} records); {remedy}")
 
 
 def is_complete(data_dir: Path, verify_checksums: bool = False) -> bool:
@@ -405,6 +438,8 @@ class RawDataset:
             raise DataError(f"{self.root}: dataset folder not found")
         self.info = _read_info(self.root / "dataset.json")
         self.kind = "simulated" if self.info else "zenodo"
+        if self.info:
+            verify_files(self.root, self.info)
         self.images, self.labels = {}, {}
         shape = None
         for split in SPLITS:
@@ -443,7 +478,7 @@ class RawDataset:
         if y10.shape != y1.shape:
             raise DataError(f"{paths[1]}: shape {y1.shape} differs from {paths[0]} {y10.shape}")
         labels = labels_from_one_hot(open_npy(paths[2]), paths[2], len(y10))
-        problem = pairing.same_galaxies_problem(y10, y1, paths[0], paths[1])
+        problem = pairing.same_galaxies_problem(y10, y1, paths[0], paths[1], sample=len(y10))  # every attacked row
         test_index = self._subsample_test_index(y10, y1)
         if problem is None and test_index is not None:
             source = "metadata_150.npz" if (self.root / "metadata_150.npz").exists() else "matching images"
