@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from collections import deque
 from pathlib import Path
@@ -453,7 +454,8 @@ def attack_run(run_dir, data, config=None, progress: bool = True, log=print) -> 
     """The paper protocol on a run's best model over the dataset's attack subsample.
 
     Uses the first `attack.n_images` images of the seeded test subsample (regular_images_150.npy
-    etc.; drawn from the test split when the dataset has none). Writes attack.npz (per image)
+    etc.; drawn from the test split when the dataset has none), or with attack.n_images = 0 every
+    test image. Writes attack.npz (per image)
     and attack.json (settings, counts, timing). `config` overrides the run's attack settings.
     """
     run_dir = Path(run_dir)
@@ -484,7 +486,12 @@ def attack_run(run_dir, data, config=None, progress: bool = True, log=print) -> 
 
 def attack_images(data, n_images: int, seed: int):
     """(Y10, Y1, labels, test index) of the attack subsample: the dataset's 150 files if present
-    (their first n), else a seeded random draw of n test images."""
+    (their first n), else a seeded random draw of n test images; n_images = 0: every test image,
+    in test-split order (attack.n_images = 0)."""
+    if n_images <= 0:
+        n_test = len(data.labels["test"])
+        return (data.images["Y10", "test"], data.images["Y1", "test"], np.asarray(data.labels["test"]),
+                np.arange(n_test))
     if data.subsample is not None:
         sub = data.subsample
         n = min(n_images, len(sub["labels"]))
@@ -495,3 +502,13 @@ def attack_images(data, n_images: int, seed: int):
     index = store.derive_subsample_index(n_test, n_images, seed)
     return (data.images["Y10", "test"][index], data.images["Y1", "test"][index],
             np.asarray(data.labels["test"][index]), index)
+
+
+def recorded_n_images(run_dir) -> int | None:
+    """The attack.n_images a run's attack.npz was made with (its attack.json), or None when the
+    run has no attack.json: what a later stage passes to `attack_images` to get the same images."""
+    path = Path(run_dir) / "attack.json"
+    if not path.exists():
+        return None
+    value = json.loads(path.read_text()).get("attack_config", {}).get("n_images")
+    return None if value is None else int(value)

@@ -137,7 +137,7 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:
 # Counts and the smallest value each takes, with what that value means when it is 0 (a
 # negative count would slice from the end: `attack.n_images=-3` attacked 6 of 9 images).
 COUNT_KEYS = {
-    "attack.n_images": (1, ""),
+    "attack.n_images": (0, " (0 = every test image)"),
     "scan.n_images": (1, ""),
     "data.n_attack_subsample": (0, " (0 = no subsample drawn)"),
     "data.workers": (0, " (0 = all cores)"),
@@ -369,7 +369,9 @@ def base_config() -> ml_collections.ConfigDict:
     attack.targeted = True  # paper protocol: each other class in turn, first success kept
     attack.target_threshold = 0.5  # targeted success: p(target) > 0.5
     attack.untargeted_threshold = 0.05  # untargeted success: p(true) < 0.05
-    attack.n_images = 150  # size of the seeded test subsample
+    # Size of the seeded test subsample (paper §5.2: 150). 0 = every test image, in test-split
+    # order: several times the attacked images, so a per-image paired test has less attack noise.
+    attack.n_images = 150
     attack.block_generations = 8  # generations per jitted block between compactions
     attack.tasks_per_call = 16  # attack tasks (image, target class) resident in one jitted block
     attack.chunk_candidates = 0  # candidates per forward chunk (memory budget); 0 = per backend

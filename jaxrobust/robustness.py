@@ -311,7 +311,9 @@ def robustness_run(run_dir, data, config=None, log=print) -> dict:
         raise FileNotFoundError(f"{path}: run `jaxrobust attack --workdir {run_dir}` first")
     with np.load(path) as f:
         attack = {k: f[k] for k in f.files}
-    y10, _, labels, index = attack_lib.attack_images(data, len(attack["labels"]), int(config.seed))
+    n_images = attack_lib.recorded_n_images(run_dir)  # 0 = every test image; older runs: the count
+    y10, _, labels, index = attack_lib.attack_images(data, len(attack["labels"]) if n_images is None else n_images,
+                                                     int(config.seed))
     if not np.array_equal(np.asarray(labels), attack["labels"]) or (
             "test_index" in attack and not np.array_equal(np.asarray(index), attack["test_index"])):
         raise ValueError(f"{path}: the attacked images are not the dataset's attack subsample "

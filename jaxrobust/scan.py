@@ -381,11 +381,12 @@ def with_overrides(config, overrides=()):
 
 def images_to_scan(config, n_images: int | None = None) -> int:
     """How many images of the attack subsample to scan: `n_images` (or scan.n_images), at most
-    attack.n_images, so every scanned image is one the attack saw."""
+    attack.n_images (0: every test image, no cap here), so every scanned image is one the attack saw."""
     n = int(n_images if n_images is not None else scan_section(config).n_images)
     if n < 1:
         raise ValueError(f"scan.n_images / --images must be an integer >= 1, got {n}")
-    return min(n, int(config.attack.n_images))
+    cap = int(config.attack.n_images)
+    return n if cap <= 0 else min(n, cap)
 
 
 def scan_settings(config, colours: str, n_images: int, evaluator_name: str) -> dict:

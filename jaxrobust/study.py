@@ -4,7 +4,8 @@
     workdir/seed_K/{regular,da}/   seed K's runs: config run_seed = K varies initialisation,
                                    shuffling, dropout and the attack; the data draw stays fixed
     workdir/seed_K/report.md       seed K's own report (analysis of its two runs)
-    workdir/findings.json          every metric across seeds and the claims' verdicts
+    workdir/findings.json          every metric across seeds, the claims' tests and verdicts (strict
+                                   JSON: null with a reason where a value is not finite)
     workdir/report.md              Findings at the top, then links to the per-seed reports
 
 Each seed is a `pipeline.reproduce` into its own folder, so a rerun resumes where it stopped:

@@ -279,9 +279,9 @@ def test_damaged_dataset_is_a_sentence(capsys, run, dataset, tmp_path, kind):
     refused(capsys, "evaluate", "--workdir", run, "--data", folder, "--force", names=[folder / name], says=[says])
 
 
-@pytest.mark.parametrize("option, says", [("attack.n_images=-3", ">= 1"), ("attack.n_images=0", ">= 1"),
+@pytest.mark.parametrize("option, says", [("attack.n_images=-3", ">= 0 (0 = every test image)"),
                                           ("attack.n_images=2.5", "expects int")])
-def test_counts_below_one_are_refused(capsys, run, option, says):
+def test_counts_below_their_minimum_are_refused(capsys, run, option, says):
     refused(capsys, "attack", "--workdir", run, option, names=["attack.n_images"], says=[says])
 
 
