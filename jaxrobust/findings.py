@@ -44,9 +44,11 @@ distance) are lengths in one network's latent space, whose scale differs between
 they are also reported divided by the run's own latent scale: the median pairwise Euclidean
 distance of its Y10 test latents (latents.npz from `evaluate`).
 
-Adding a claim: a metric in METRICS (a function of (Seed, arm) returning the per-seed value,
-None when the run files it reads are absent), optionally a per-image measure in PER_IMAGE
-(returning ids, values, defined mask, or None when absent), and a Claim in CLAIMS naming them.
+Adding a claim: a Metric in METRICS (a function of (Seed, arm) returning the per-seed value,
+None when the run files it reads are absent: `seed.runs[arm].npz("certify.npz")` is None then),
+optionally a PerImage measure in PER_IMAGE (returning test-split ids, values and a defined mask,
+or None when absent), and a Claim in CLAIMS naming them. A claim no seed can measure reads *not
+measured* and stays out of Holm's family; older studies keep working.
 """
 from __future__ import annotations
 
@@ -199,8 +201,7 @@ def _flip_amplitude_per_image(seed, arm):
     success = a["success"].astype(bool) & attacked
     valid = r["flip_valid"].astype(bool) & success
     values = np.where(valid, r["flip_amplitude"], np.inf)
-    return dict(ids=run.ids(), values=values, defined=valid | (attacked & ~success),
-                excluded=int((success & ~valid).sum()))
+    return dict(ids=run.ids(), values=values, defined=valid | (attacked & ~success))
 
 
 def _flip_amplitude_censored(seed, arm):
@@ -353,6 +354,8 @@ METRICS = {
         "(Kaplan-Meier; successes without a bracketed crossing left out); image units", _flip_amplitude_censored),
     "flip_amplitude": Metric("median minimal flipping amplitude over successful attacks (failures left out)",
                              _summary(lambda s: s.get("flip_amplitude_median"))),
+    "flip_not_bracketed": Metric("successful attacks without a bracketed crossing (left out of the amplitudes)",
+                                 _summary(lambda s: s.get("flip_not_bracketed"))),
     "flipping_pixel_fraction": Metric(
         "mean over the scanned attacked images of the fraction of pixels that flip the image (exhaustive scan; "
         "towards some other class when the attack is targeted)", _scan_fraction),
@@ -398,15 +401,24 @@ def _success_per_image(seed, arm):
     return dict(ids=run.ids(), values=a["success"].astype(np.float64), defined=a["attacked"].astype(bool))
 
 
-PER_IMAGE = {  # name -> (definition, function)
-    "correct_Y10": ("Y10 test image classified correctly (every test image)", _correct("Y10")),
-    "correct_Y1": ("Y1 test image classified correctly (every test image)", _correct("Y1")),
-    "success": ("the one-pixel attack flipped the image (attacked images)", _success_per_image),
-    "flip_amplitude": ("minimal flipping amplitude; a failed attack censored above every success",
-                       _flip_amplitude_per_image),
-    "flipping_pixel_fraction": ("fraction of pixels that flip the image (scanned attacked images)", _scan_per_image),
-    "generations": ("DE generations to flip; a failed attack censored above every success", _generations_per_image),
-    "logit_margin": ("logit margin of the clean Y10 image (attacked images)", _logit_margin_per_image),
+@dataclasses.dataclass(frozen=True)
+class PerImage:
+    definition: str
+    value: Callable  # (Seed, arm name) -> {ids (N,), values (N,) float, +inf censored; defined (N,) bool} or None
+    binary: bool = False  # 0/1 values: compared by the exact McNemar test, else by Wilcoxon signed-rank
+
+
+PER_IMAGE = {
+    "correct_Y10": PerImage("Y10 test image classified correctly (every test image)", _correct("Y10"), True),
+    "correct_Y1": PerImage("Y1 test image classified correctly (every test image)", _correct("Y1"), True),
+    "success": PerImage("the one-pixel attack flipped the image (attacked images)", _success_per_image, True),
+    "flip_amplitude": PerImage("minimal flipping amplitude; a failed attack censored above every success",
+                               _flip_amplitude_per_image),
+    "flipping_pixel_fraction": PerImage("fraction of pixels that flip the image (scanned attacked images)",
+                                        _scan_per_image),
+    "generations": PerImage("DE generations to flip; a failed attack censored above every success",
+                            _generations_per_image),
+    "logit_margin": PerImage("logit margin of the clean Y10 image (attacked images)", _logit_margin_per_image),
 }
 
 
@@ -636,7 +648,7 @@ def seed_test(diffs) -> dict:
 def _pairs(seed: Seed, side_a, side_b):
     """{id: (a value, b value)} of the images defined on both sides in one seed; None if absent."""
     (arm_a, m_a), (arm_b, m_b) = side_a, side_b
-    pa, pb = PER_IMAGE[m_a][1](seed, arm_a), PER_IMAGE[m_b][1](seed, arm_b)
+    pa, pb = PER_IMAGE[m_a].value(seed, arm_a), PER_IMAGE[m_b].value(seed, arm_b)
     if pa is None or pb is None:
         return None
     va = {int(i): float(v) for i, v, ok in zip(pa["ids"], pa["values"], pa["defined"]) if ok}
@@ -728,7 +740,7 @@ def evaluate_claims(per_seed: list[dict], model: str, seeds: list[Seed] | None =
                                  difference=dict(t_interval(scaled), values=scaled), seed_test=seed_test(scaled))
         row["per_image"] = None
         if claim.image_a is not None and seeds is not None:
-            binary = claim.image_a[1] in ("success", "correct_Y10", "correct_Y1")
+            binary = PER_IMAGE[claim.image_a[1]].binary
             row["per_image"] = dict(per_image_test([_pairs(s, claim.image_a, claim.image_b) for s in seeds], binary),
                                     a=list(claim.image_a), b=list(claim.image_b))
         rows.append(row)
@@ -762,7 +774,7 @@ def study_findings(seed_dirs: list, model: str, seeds: list[int] | None = None) 
     return strict({"model": model, "seeds": list(seeds) if seeds is not None else list(range(len(seed_dirs))),
                    "seed_dirs": [str(d) for d in seed_dirs], "interval": INTERVAL, "statistics": STATISTICS,
                    "alpha": ALPHA, "metric_definitions": {k: m.definition for k, m in METRICS.items()},
-                   "per_image_definitions": {k: d for k, (d, _) in PER_IMAGE.items()},
+                   "per_image_definitions": {k: m.definition for k, m in PER_IMAGE.items()},
                    "metrics": aggregate(per_seed), "claims": evaluate_claims(per_seed, model, loaded),
                    "per_seed": per_seed})
 
