@@ -68,12 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (regular, or with domain adaptation via --da)",
                        description="Train config.model on the Y10 training split; with --da (or "
-                                   "train.domain_adaptation=True) add the MMD between Y10 and Y1 latents. "
+                                   "train.da_loss=mmd) add the MMD between Y10 and Y1 latents, with "
+                                   "--da-loss coral the CORAL loss. "
                                    "Writes config.json, metrics.jsonl, checkpoints/ and figures/.")
     _add_config(p)
     p.add_argument("--data", required=True, type=Path, help=DATA_HELP)
     p.add_argument("--workdir", required=True, type=Path, help="run folder to write")
-    p.add_argument("--da", action="store_true", help="domain adaptation (same as train.domain_adaptation=True)")
+    da = p.add_mutually_exclusive_group()
+    da.add_argument("--da", action="store_true", help="domain adaptation with the paper's MMD (same as train.da_loss=mmd)")
+    da.add_argument("--da-loss", metavar="NAME", default=None,
+                    help="the domain-adaptation loss: none, mmd or coral (same as train.da_loss=NAME)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --workdir, removing its checkpoints, evaluation, attack and report")
@@ -219,7 +223,8 @@ def _dispatch(args, config_lib) -> int:
         from jaxrobust import report, train
         from jaxrobust.data import load_prepared
 
-        overrides = list(args.overrides) + (["train.domain_adaptation=True"] if args.da else [])
+        da_loss = "mmd" if args.da else args.da_loss
+        overrides = list(args.overrides) + ([f"train.da_loss={da_loss}"] if da_loss is not None else [])
         overrides.append(f"data.source='{args.data.resolve()}'")
         config = config_lib.load_config(args.config, overrides)
         provenance.claim_run_dir(args.workdir, resume=args.resume, overwrite=args.overwrite)

@@ -1,4 +1,5 @@
-"""Losses of the paper: class-weighted cross-entropy and the multi-kernel RBF MMD.
+"""Losses: class-weighted cross-entropy and the domain-adaptation losses between latent batches,
+the paper's multi-kernel RBF MMD and Deep CORAL (Sun & Saenko 2016).
 
 Shapes: logits (N, C), integer labels (N,), latents (N, D); an optional (N,) mask marks the
 valid rows of a padded batch (padding never changes a loss or its gradient).
@@ -133,3 +134,55 @@ def mmd(source: jax.Array, target: jax.Array, estimator: str = "biased", widths=
     if estimator == "biased":
         value = jnp.maximum(value, MMD_FLOOR)  # = clamp(clamp(., min=0), min=1e-4)
     return value
+
+
+def masked_covariance(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Unbiased covariance of the valid rows: (N, D), (N,) 0/1 -> (D, D).
+
+    C = (X - 1 mu)^T diag(m) (X - 1 mu) / (n - 1) with n = sum m and mu the mean of the valid
+    rows: Sun & Saenko (2016) eq. 2, written with the centred rows (their form subtracts
+    (1^T X)^T (1^T X) / n, which cancels in float32 when the mean is large against the spread).
+    """
+    n = jnp.sum(mask)
+    mean = jnp.sum(x * mask[:, None], axis=0) / n
+    centred = (x - mean) * mask[:, None]
+    return jnp.matmul(centred.T, centred, precision=jax.lax.Precision.HIGHEST) / (n - 1.0)
+
+
+def coral(source: jax.Array, target: jax.Array, source_mask: jax.Array | None = None,
+          target_mask: jax.Array | None = None) -> jax.Array:
+    """Deep CORAL loss: ||C_S - C_T||_F^2 / (4 d^2) (Sun & Saenko 2016, "Deep CORAL: Correlation
+    Alignment for Deep Domain Adaptation", ECCV 2016 workshops, arXiv:1607.01719, eq. 1).
+
+    C_S, C_T are the unbiased (n - 1) covariances of the source and target latents (eq. 2).
+
+    Args:
+      source: (N, D) latents of Y10 images; target: (M, D) latents of Y1 images.
+      source_mask, target_mask: optional (N,), (M,) 0/1 validity of each row; each side needs at
+        least two valid rows.
+    Returns:
+      scalar loss (latent units^4).
+    """
+    dtype = source.dtype
+    source_mask = jnp.ones(source.shape[0], dtype) if source_mask is None else source_mask.astype(dtype)
+    target_mask = jnp.ones(target.shape[0], dtype) if target_mask is None else target_mask.astype(dtype)
+    d = source.shape[1]
+    diff = masked_covariance(source, source_mask) - masked_covariance(target, target_mask)
+    return jnp.sum(diff * diff) / (4.0 * d * d)
+
+
+# The domain-adaptation losses `train.da_loss` names; "none" is regular training.
+DA_LOSSES = ("none", "mmd", "coral")
+
+
+def da_loss(name: str, source: jax.Array, target: jax.Array, source_mask: jax.Array | None = None,
+            target_mask: jax.Array | None = None, mmd_estimator: str = "biased") -> jax.Array:
+    """The domain-adaptation loss `name` (DA_LOSSES) between source (N, D) and target (M, D)
+    latents, with optional (N,), (M,) 0/1 row masks; 0 for "none". Scalar."""
+    if name == "none":
+        return jnp.zeros((), jnp.float32)
+    if name == "mmd":
+        return mmd(source, target, mmd_estimator, source_mask=source_mask, target_mask=target_mask)
+    if name == "coral":
+        return coral(source, target, source_mask, target_mask)
+    raise ValueError(f"train.da_loss must be one of {DA_LOSSES}, got {name!r}")

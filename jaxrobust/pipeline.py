@@ -21,7 +21,7 @@ from jaxrobust import attack, checkpoint, evaluate, io, plots, provenance, repor
 from jaxrobust import config as config_lib
 from jaxrobust.data import ensure_simulated, load_prepared, preprocess, store
 
-VARIANTS = (("regular", False), ("da", True))
+VARIANTS = (("regular", "none"), ("da", "mmd"))  # (run folder, train.da_loss): the paper's two arms
 
 
 def ensure_dataset(config, workdir: Path, data_dir: Path | None, log=print) -> Path:
@@ -110,8 +110,8 @@ def reproduce(config, workdir: Path, data_dir: Path | None = None, log=print) ->
     data_dir = ensure_dataset(config, workdir, data_dir, log)
     data = load_prepared(data_dir, config)
     timings = {}
-    for name, domain_adaptation in VARIANTS:
-        variant = config_lib.copy_with(config, {"train.domain_adaptation": domain_adaptation,
+    for name, da_loss in VARIANTS:
+        variant = config_lib.copy_with(config, {"train.da_loss": da_loss,
                                                 "data.source": str(Path(data_dir).resolve())})
         t0 = time.perf_counter()
         run_variant(variant, workdir / name, data, log)

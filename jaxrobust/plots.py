@@ -101,7 +101,7 @@ def gini_m20_diagram(path: Path, gini: np.ndarray, m20: np.ndarray, labels: np.n
 
 # --- Training ---
 def training_curves(path: Path, history: list[dict], title: str = "") -> Path:
-    """Loss, accuracy and MMD per epoch; validation accuracy on Y10 and Y1."""
+    """Loss, accuracy and the DA loss (MMD or CORAL) per epoch; validation accuracy on Y10 and Y1."""
     epochs = np.array([r["epoch"] + 1 for r in history])
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     axes[0].plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, label="train (total)")
@@ -113,8 +113,8 @@ def training_curves(path: Path, history: list[dict], title: str = "") -> Path:
     axes[1].plot(epochs, [r["val_acc_y1"] for r in history], "v-", ms=3, color="#bc5090", label="valid Y1")
     axes[1].set_ylabel("accuracy")
     axes[1].set_ylim(0, 1)
-    axes[2].plot(epochs, [r["train_mmd"] for r in history], "o-", ms=3, color="#ffa600", label="train MMD")
-    axes[2].set_ylabel("MMD$^2$ (Y10 vs Y1 latents)")
+    axes[2].plot(epochs, [r["train_da_loss"] for r in history], "o-", ms=3, color="#ffa600", label="train DA loss")
+    axes[2].set_ylabel("DA loss (Y10 vs Y1 latents)")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)

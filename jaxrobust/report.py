@@ -67,7 +67,8 @@ def _load_npz(path: Path) -> dict:
 
 
 def _training_name(config) -> str:
-    return "DA" if config.train.domain_adaptation else "Reg"
+    """"Reg" for regular training, "DA" for a run with a domain-adaptation loss (MMD or CORAL)."""
+    return "Reg" if config.train.da_loss == "none" else "DA"
 
 
 class RunArtifacts:
@@ -191,7 +192,7 @@ def write_run_figures(run_dir: Path) -> list[Path]:
     history = train.read_metrics(run_dir)
     if history:
         config = read_run_config(run_dir)
-        arm = "DA" if config.train.domain_adaptation else "regular"
+        arm = "regular" if config.train.da_loss == "none" else f"DA ({config.train.da_loss.upper()})"
         written.append(plots.training_curves(run_dir / "figures" / "training_curves.png", history,
                                              title=f"{config.model.name}, {arm}"))
     evaluation = run_dir / "evaluation.json"

@@ -1,8 +1,9 @@
 """Training: the train state, one jitted step, the epoch loop, early stopping and resume.
 
-Regular training minimises the class-weighted cross-entropy on Y10; domain adaptation (DA)
-forwards [Y10 batch; Y1 batch] at once (BatchNorm sees both), takes the cross-entropy on the Y10
-half and adds lambda * MMD between the two halves' latents (training.py `train_da`).
+Regular training (`train.da_loss="none"`) minimises the class-weighted cross-entropy on Y10;
+domain adaptation (DA) forwards [Y10 batch; Y1 batch] at once (BatchNorm sees both), takes the
+cross-entropy on the Y10 half and adds lambda * a DA loss between the two halves' latents: the
+paper's MMD (training.py `train_da`) or CORAL (`losses.DA_LOSSES`).
 
 Speed by design: the normalised dataset lives on the device and each step gathers its batch
 there by index from the epoch's permutation; the step is compiled once (the ragged last batch
@@ -124,10 +125,16 @@ def make_optimizer(learning_rate: float | optax.Schedule, b1: float, b2: float, 
 def optimizer_from_config(config, steps_per_epoch: int = 1) -> optax.GradientTransformation:
     """The run's optimiser; `steps_per_epoch` (ceil(n_train / batch)) places a schedule's epochs."""
     t = config.train
-    decay = t.weight_decay_da if t.domain_adaptation else t.weight_decay
-    lr = learning_rate_schedule(t.learning_rate, t.get("lr_schedule", "constant"), t.epochs * steps_per_epoch,
-                                int(t.get("warmup_epochs", 0)) * steps_per_epoch)
-    return make_optimizer(lr, t.b1, t.b2, t.eps, decay, bool(t.get("accumulate_gradients", False)))
+    decay = t.weight_decay if t.da_loss == "none" else t.weight_decay_da
+    lr = learning_rate_schedule(t.learning_rate, t.lr_schedule, t.epochs * steps_per_epoch,
+                                int(t.warmup_epochs) * steps_per_epoch)
+    return make_optimizer(lr, t.b1, t.b2, t.eps, decay, bool(t.accumulate_gradients))
+
+
+def da_weight(train_config) -> float:
+    """lambda of the run's DA loss: train.mmd_weight or train.coral_weight; 0 without DA."""
+    return {"none": 0.0, "mmd": float(train_config.mmd_weight),
+            "coral": float(train_config.coral_weight)}[train_config.da_loss]
 
 
 def create_state(model, tx, key, image_shape) -> TrainState:
@@ -141,8 +148,8 @@ def create_state(model, tx, key, image_shape) -> TrainState:
 class StepSpec:
     """The static part of a train step (hashable, so jit specialises on it once)."""
 
-    domain_adaptation: bool
-    mmd_weight: float
+    da_loss: str  # losses.DA_LOSSES: "none" (regular), "mmd" or "coral"
+    da_weight: float  # lambda of the DA loss
     mmd_estimator: str
     dropout: bool
     # Ablation (train.mixed_batch_forward): the Y1 batch joins the forward pass (BatchNorm
@@ -152,13 +159,18 @@ class StepSpec:
     # square each step (jaxrobust.augment), drawn from augment_key folded with the step number.
     augment: bool = False
 
+    def __post_init__(self):
+        if self.da_loss not in losses.DA_LOSSES:
+            raise ValueError(f"train.da_loss must be one of {losses.DA_LOSSES}, got {self.da_loss!r}")
+
     @property
     def forwards_y1(self) -> bool:
         """Whether a step takes a Y1 batch and runs it through the model with the Y10 batch."""
-        return self.domain_adaptation or self.mixed_batch_forward
+        return self.da_loss != "none" or self.mixed_batch_forward
 
 
-METRIC_KEYS = ("loss", "ce", "mmd", "correct", "count")
+# Per-step sums; "da_loss" is the DA loss whichever it is (metrics.jsonl: train_da_loss).
+METRIC_KEYS = ("loss", "ce", "da_loss", "correct", "count")
 
 
 def zero_sums() -> dict:
@@ -187,19 +199,19 @@ def train_step(state: TrainState, sums: dict, batch: dict, *, spec: StepSpec, cl
         (latent, logits), updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, images,
                                                    train=True, mask=mask, rngs=rngs, mutable=["batch_stats"])
         ce = losses.weighted_cross_entropy(logits[:n_source], batch["label"], class_weights, batch["mask"])
-        mmd = jnp.zeros((), jnp.float32)
-        if spec.domain_adaptation:
-            mmd = losses.mmd(latent[:n_source], latent[n_source:], spec.mmd_estimator,
-                             source_mask=batch["mask"], target_mask=batch["target_mask"])
-        loss = ce + spec.mmd_weight * mmd
-        return loss, (updates["batch_stats"], loss, ce, mmd, logits[:n_source])
+        da = jnp.zeros((), jnp.float32)
+        if spec.da_loss != "none":
+            da = losses.da_loss(spec.da_loss, latent[:n_source], latent[n_source:], batch["mask"],
+                                batch["target_mask"], spec.mmd_estimator)
+        loss = ce + spec.da_weight * da
+        return loss, (updates["batch_stats"], loss, ce, da, logits[:n_source])
 
-    grads, (batch_stats, loss, ce, mmd, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, (batch_stats, loss, ce, da, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     valid = jnp.sum(batch["mask"])
     correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * batch["mask"])
     new_sums = {"loss": sums["loss"] + loss * valid, "ce": sums["ce"] + ce * valid,
-                "mmd": sums["mmd"] + mmd * valid, "correct": sums["correct"] + correct,
+                "da_loss": sums["da_loss"] + da * valid, "correct": sums["correct"] + correct,
                 "count": sums["count"] + valid}
     return new_state, new_sums
 
@@ -339,9 +351,14 @@ def _metrics_path(workdir: Path) -> Path:
     return Path(workdir) / "metrics.jsonl"
 
 
+# Old metrics.jsonl keys -> the current ones (a run folder trained when the only DA loss was MMD).
+RENAMED_METRICS = {"train_mmd": "train_da_loss"}
+
+
 def read_metrics(workdir: Path, log=None) -> list[dict]:
-    """The rows of metrics.jsonl. A torn last line (a kill mid-write) is dropped, with a note to
-    `log` when given: its epoch has no checkpoint, so a resume redoes it."""
+    """The rows of metrics.jsonl, old keys under their current names (RENAMED_METRICS). A torn
+    last line (a kill mid-write) is dropped, with a note to `log` when given: its epoch has no
+    checkpoint, so a resume redoes it."""
     path = _metrics_path(workdir)
     if not path.exists():
         return []
@@ -349,7 +366,8 @@ def read_metrics(workdir: Path, log=None) -> list[dict]:
     rows = []
     for i, line in enumerate(lines):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
+            rows.append({RENAMED_METRICS.get(key, key): value for key, value in row.items()})
         except json.JSONDecodeError as err:
             if i < len(lines) - 1:
                 raise ValueError(f"{path}: line {i + 1} is not valid JSON ({err}); the run folder is "
@@ -389,13 +407,15 @@ def check_config(config) -> None:
                         f"{sorted(k for k in MODELS if not k.startswith('_'))})")
     if t.early_stopping not in EARLY_STOPPING_MODES:
         problems.append(f"train.early_stopping={t.early_stopping!r} (choose one of {EARLY_STOPPING_MODES})")
+    if t.da_loss not in losses.DA_LOSSES:
+        problems.append(f"train.da_loss={t.da_loss!r} (choose one of {losses.DA_LOSSES})")
     if t.mmd_estimator not in ("biased", "unbiased"):
         problems.append(f"train.mmd_estimator={t.mmd_estimator!r} (choose 'biased' or 'unbiased')")
-    if t.get("augment", "none") not in AUGMENT_MODES:
+    if t.augment not in AUGMENT_MODES:
         problems.append(f"train.augment={t.augment!r} (choose one of {AUGMENT_MODES})")
-    if t.get("lr_schedule", "constant") not in LR_SCHEDULES:
+    if t.lr_schedule not in LR_SCHEDULES:
         problems.append(f"train.lr_schedule={t.lr_schedule!r} (choose one of {LR_SCHEDULES})")
-    warmup = t.get("warmup_epochs", 0)
+    warmup = t.warmup_epochs
     if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
         problems.append(f"train.warmup_epochs={warmup!r} (an integer >= 0)")
     if t.data_placement not in ("auto", "device", "host"):
@@ -403,7 +423,7 @@ def check_config(config) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
             problems.append(f"train.{key}={t[key]!r} (a positive integer)")
-    for key in ("learning_rate", "b1", "b2", "eps", "weight_decay", "weight_decay_da", "mmd_weight"):
+    for key in ("learning_rate", "b1", "b2", "eps", "weight_decay", "weight_decay_da", "mmd_weight", "coral_weight"):
         if not (isinstance(t[key], (int, float)) and math.isfinite(t[key]) and t[key] >= 0):
             problems.append(f"train.{key}={t[key]!r} (a finite number >= 0)")
     if problems:
@@ -449,9 +469,8 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
     labels = data.labels["train"]
     weights = losses.class_weights(labels, config.model.num_classes)
     tx = optimizer_from_config(config, math.ceil(len(labels) / t.batch_size))
-    spec = StepSpec(bool(t.domain_adaptation), float(t.mmd_weight), t.mmd_estimator,
-                    uses_dropout(config.model.name), bool(t.get("mixed_batch_forward", False)),
-                    t.get("augment", "none") == "dihedral")
+    spec = StepSpec(t.da_loss, da_weight(t), t.mmd_estimator, uses_dropout(config.model.name),
+                    bool(t.mixed_batch_forward), t.augment == "dihedral")
     repl = parallel.replicated(mesh)
     init = jax.jit(lambda key: create_state(model, tx, key, data.image_shape), out_shardings=repl)
     state = init(stream_key(run_seed(config), "init"))
@@ -513,7 +532,7 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
         bar.close()
         record = {"epoch": epoch, "train_loss": float(sums["loss"] / sums["count"]),
                   "train_ce": float(sums["ce"] / sums["count"]),
-                  "train_mmd": float(sums["mmd"] / sums["count"]),
+                  "train_da_loss": float(sums["da_loss"] / sums["count"]),
                   "train_acc": float(sums["correct"] / sums["count"])}
         if not all(math.isfinite(v) for v in record.values()):
             good = meta["epoch"] + 1
@@ -539,7 +558,7 @@ def train_and_evaluate(config, workdir, data=None, resume: bool = False, progres
                     stopper_counter=stopper.counter, image_shape=list(data.image_shape))
         checkpoint.save(workdir, "latest", epoch, checkpoint_tree(state), meta)
         if progress:
-            log(f"epoch {epoch + 1:3d}: loss {record['train_loss']:.4f} (mmd {record['train_mmd']:.4f}) "
+            log(f"epoch {epoch + 1:3d}: loss {record['train_loss']:.4f} (DA loss {record['train_da_loss']:.4g}) "
                 f"acc {record['train_acc']:.3f} | val loss {record['val_loss']:.4f} "
                 f"acc Y10 {record['val_acc_y10']:.3f} Y1 {record['val_acc_y1']:.3f} | {record['seconds']:.1f}s")
         if stop:

@@ -49,7 +49,7 @@ def jax_step_runner(name: str, domain_adaptation: bool, n_data: int = 512):
     data = jax.device_put({"y10": rng.uniform(0.45, 0.9, (n_data, H, W, 3)).astype(np.float32),
                            "y1": rng.uniform(0.45, 0.9, (n_data, H, W, 3)).astype(np.float32),
                            "labels": rng.integers(0, 3, n_data).astype(np.int32)}, parallel.replicated(mesh))
-    spec = train.StepSpec(domain_adaptation, 0.05, "biased", uses_dropout(name))
+    spec = train.StepSpec("mmd" if domain_adaptation else "none", 0.05, "biased", uses_dropout(name))
     weights = jnp.asarray(losses.class_weights(np.asarray(data["labels"])))
     step_fn = train.make_device_step(spec, weights, jax.random.key(1), mesh, n_data, BATCH)
     rows = train.epoch_rows(jax.random.key(2), 0, n_data, BATCH)

@@ -129,7 +129,7 @@ def da_step_vs_cpu(name: str = "convnet", batch: int = 8) -> dict:
     """One domain-adaptation train step on the default device and on the CPU: loss and params."""
     model = build_model(name)
     tx = train.make_optimizer(1e-5, 0.7, 0.8, 1e-8, 1e-4)  # the paper's DA optimiser (training.py)
-    spec = train.StepSpec(True, 0.05, "biased", False)
+    spec = train.StepSpec("mmd", 0.05, "biased", False)
     labels = (np.arange(batch) % 3).astype(np.int32)
     batch_arrays = {"image": test_images(batch, 1), "label": labels, "mask": np.ones(batch, np.float32),
                     "target_image": test_images(batch, 2), "target_mask": np.ones(batch, np.float32)}

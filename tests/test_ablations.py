@@ -44,8 +44,8 @@ def _close(a, b, **kw):
 
 def test_mixed_batch_forward_is_ce_on_y10_through_a_mixed_batchnorm_forward(sgd_state):
     batch = _batch()
-    regular = train.StepSpec(False, 0.05, "biased", False)
-    mixed = train.StepSpec(False, 0.05, "biased", False, mixed_batch_forward=True)
+    regular = train.StepSpec("none", 0.05, "biased", False)
+    mixed = train.StepSpec("none", 0.05, "biased", False, mixed_batch_forward=True)
     g_mixed, bs_mixed = _step(sgd_state, mixed, batch)
     g_regular, bs_regular = _step(sgd_state, regular, batch)
 
@@ -63,7 +63,7 @@ def test_mixed_batch_forward_is_ce_on_y10_through_a_mixed_batchnorm_forward(sgd_
     _close(g_mixed, grads, rtol=1e-4, atol=1e-6)
     _close(bs_mixed, updates["batch_stats"], rtol=1e-5, atol=1e-7)
     # and it is DA's step with lambda = 0
-    g_da0, bs_da0 = _step(sgd_state, train.StepSpec(True, 0.0, "biased", False), batch)
+    g_da0, bs_da0 = _step(sgd_state, train.StepSpec("mmd", 0.0, "biased", False), batch)
     _close(g_mixed, g_da0, rtol=1e-4, atol=1e-6)
     _close(bs_mixed, bs_da0, rtol=1e-6, atol=1e-7)
     # the switch changes the BatchNorm statistics (and so the gradients) of a regular step
@@ -76,8 +76,9 @@ def test_mixed_batch_forward_is_ce_on_y10_through_a_mixed_batchnorm_forward(sgd_
 def test_augment_is_the_plain_step_on_the_drawn_symmetries(sgd_state, domain_adaptation):
     batch = _batch(seed=2)
     key = jax.random.key(7)
-    plain = train.StepSpec(domain_adaptation, 0.05, "biased", False)
-    augmented = train.StepSpec(domain_adaptation, 0.05, "biased", False, augment=True)
+    da_loss = "mmd" if domain_adaptation else "none"
+    plain = train.StepSpec(da_loss, 0.05, "biased", False)
+    augmented = train.StepSpec(da_loss, 0.05, "biased", False, augment=True)
 
     def step(state, spec, b):
         new, _ = jax.jit(partial(train.train_step, spec=spec, class_weights=WEIGHTS, dropout_key=jax.random.key(1),

@@ -329,3 +329,110 @@ def test_mmd_gradient_float32_with_a_near_twin_matches_float64():
     assert scale > 0
     assert np.abs(ours - exact).max() <= 2 * np.abs(explicit - exact).max()
     assert np.abs(ours - exact).max() <= 1e-3 * scale
+
+
+# ---- CORAL (Sun & Saenko 2016, "Deep CORAL", arXiv:1607.01719) -------------------------
+
+def coral_reference(source, target):
+    """Eq. 1-2 in float64 as printed: C = (D^T D - (1^T D)^T (1^T D) / n) / (n - 1) for each domain,
+    loss = ||C_S - C_T||_F^2 / (4 d^2)."""
+    def covariance(data):
+        data = np.asarray(data, np.float64)
+        n = data.shape[0]
+        ones = np.ones((1, n))
+        return (data.T @ data - (ones @ data).T @ (ones @ data) / n) / (n - 1)
+
+    d = np.asarray(source).shape[1]
+    return float(np.sum((covariance(source) - covariance(target)) ** 2) / (4 * d * d))
+
+
+def coral_gradient_reference(source, target):
+    """Eq. 4-5: dL/dD_S = (D_S - 1 (1^T D_S) / n_S)(C_S - C_T) / (d^2 (n_S - 1)); the target's with
+    the opposite sign and its own n_T (C_S - C_T is symmetric, so the paper's transposes drop)."""
+    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    d = source.shape[1]
+    diff = np.cov(source, rowvar=False) - np.cov(target, rowvar=False)
+    centred = lambda data: data - data.mean(axis=0)  # noqa: E731
+    return (centred(source) @ diff / (d * d * (len(source) - 1)),
+            -centred(target) @ diff / (d * d * (len(target) - 1)))
+
+
+def test_coral_float64_matches_the_papers_formula():
+    x, y = latents(20, 9, 7, d=5)
+    y = 0.5 * y + 1.0  # different covariances, a shifted mean (which CORAL ignores)
+    with jax.enable_x64(True):
+        value = float(losses.coral(jnp.asarray(x), jnp.asarray(y)))
+        shifted = float(losses.coral(jnp.asarray(x), jnp.asarray(y + 3.0)))
+    want = coral_reference(x, y)
+    assert want > 1e-2
+    assert value == pytest.approx(want, rel=1e-12)
+    assert shifted == pytest.approx(want, rel=1e-12)
+
+
+def test_coral_is_zero_for_the_same_covariance_and_by_hand_in_one_dimension():
+    # d = 1: C_S = var(1, 2, 3) = 1, C_T = var(0, 4) = 8: (1 - 8)^2 / 4 = 12.25
+    with jax.enable_x64(True):
+        value = float(losses.coral(jnp.array([[1.0], [2.0], [3.0]]), jnp.array([[0.0], [4.0]])))
+        x, _ = latents(21, 6, 6, d=4)
+        same = float(losses.coral(jnp.asarray(x), jnp.asarray(-x + 5.0)))  # the covariance of -x is x's
+    assert value == pytest.approx(12.25, rel=1e-14)
+    assert abs(same) < 1e-20
+
+
+def test_coral_gradient_matches_the_papers_and_finite_differences():
+    x, y = latents(22, 6, 5, d=4)
+    y = 0.7 * y
+    want_x, want_y = coral_gradient_reference(x, y)
+    with jax.enable_x64(True):
+        grad_x, grad_y = (np.asarray(g) for g in jax.grad(losses.coral, argnums=(0, 1))(jnp.asarray(x), jnp.asarray(y)))
+        numeric_x = finite_difference(lambda a: losses.coral(a, jnp.asarray(y)), x, h=1e-6)
+        numeric_y = finite_difference(lambda b: losses.coral(jnp.asarray(x), b), y, h=1e-6)
+    assert np.abs(want_x).max() > 1e-3 and np.abs(want_y).max() > 1e-3
+    np.testing.assert_allclose(grad_x, want_x, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(grad_y, want_y, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(grad_x, numeric_x, rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(grad_y, numeric_y, rtol=1e-6, atol=1e-10)
+
+
+def test_coral_masks_drop_padding_rows():
+    x, y = latents(23, 5, 4, d=3)
+    pad_x = np.concatenate([x, np.full((3, 3), 50.0)])  # padding far from the data
+    pad_y = np.concatenate([y, np.full((2, 3), -50.0)])
+    mask_x, mask_y = np.r_[np.ones(5), np.zeros(3)], np.r_[np.ones(4), np.zeros(2)]
+    with jax.enable_x64(True):
+        def fn(a, b):
+            return losses.coral(a, b, jnp.asarray(mask_x), jnp.asarray(mask_y))
+
+        value = float(fn(jnp.asarray(pad_x), jnp.asarray(pad_y)))
+        grad_x, grad_y = jax.grad(fn, argnums=(0, 1))(jnp.asarray(pad_x), jnp.asarray(pad_y))
+        unmasked = float(losses.coral(jnp.asarray(pad_x), jnp.asarray(pad_y)))
+    want_x, want_y = coral_gradient_reference(x, y)
+    assert value == pytest.approx(coral_reference(x, y), rel=1e-12)
+    assert abs(unmasked - value) > 1.0
+    np.testing.assert_allclose(np.asarray(grad_x)[:5], want_x, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(grad_y)[:4], want_y, rtol=1e-10, atol=1e-14)
+    assert not np.any(np.asarray(grad_x)[5:]) and not np.any(np.asarray(grad_y)[4:])
+
+
+def test_coral_float32_with_a_large_mean_matches_float64():
+    # latents far from the origin against their spread: the printed form D^T D - (1^T D)^T (1^T D) / n
+    # cancels in float32; the centred rows do not
+    rng = np.random.default_rng(24)
+    x = 1000.0 + rng.normal(0.0, 1.0, (32, 16))
+    y = 1000.0 + rng.normal(0.0, 1.5, (32, 16))
+    want = coral_reference(x, y)
+    ours = float(losses.coral(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)))
+    assert ours == pytest.approx(want, rel=1e-4)  # the printed form in float32: 19 % off
+
+
+def test_da_loss_dispatches_by_name():
+    x, y = latents(25, 6, 5, d=4)
+    with jax.enable_x64(True):
+        a, b = jnp.asarray(x), jnp.asarray(y)
+        assert float(losses.da_loss("none", a, b)) == 0.0
+        assert float(losses.da_loss("coral", a, b)) == pytest.approx(coral_reference(x, y), rel=1e-12)
+        assert float(losses.da_loss("mmd", a, b, mmd_estimator="unbiased")) == \
+            pytest.approx(mmd_reference(x, y, "unbiased"), rel=1e-10)
+    with pytest.raises(ValueError, match="train.da_loss"):
+        losses.da_loss("wasserstein", a, b)
+    assert losses.DA_LOSSES == ("none", "mmd", "coral")

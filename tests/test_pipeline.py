@@ -35,7 +35,7 @@ def test_every_stage_wrote_its_outputs(study):
                      "attack.npz", "attack.json", "scan.npz", "scan.json", "figures/training_curves.png",
                      "figures/confusion_matrices.png"):
             assert (run / path).exists(), f"{name}/{path}"
-        assert json.loads((run / "config.json").read_text())["train"]["domain_adaptation"] == (name == "da")
+        assert json.loads((run / "config.json").read_text())["train"]["da_loss"] == {"regular": "none", "da": "mmd"}[name]
     for path in ("analysis.json", "report.md", "timings.json"):
         assert (study / path).exists()
 

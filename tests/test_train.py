@@ -89,7 +89,7 @@ def test_optimizer_from_config_picks_the_decay():
     p = {"w": jnp.ones(3)}
     zero = {"w": jnp.zeros(3)}
     for da, decay in ((False, 1e-3), (True, 1e-4)):
-        config = syn.tiny_config(domain_adaptation=da)
+        config = syn.tiny_config(da_loss="mmd" if da else "none")
         tx = train.optimizer_from_config(config)
         updates, _ = tx.update(zero, tx.init(p), p)
         # first step with g = decay * p: m_hat = g, v_hat = g^2 -> update = -lr g / (|g| + eps)
@@ -241,7 +241,7 @@ def _sgd_setup():
 def _sgd_step(domain_adaptation, batch):
     """One train_step with SGD(lr=1): returns (gradients, new batch stats, metric sums)."""
     state = _sgd_setup()[2]
-    spec = train.StepSpec(domain_adaptation, 0.05, "biased", False)
+    spec = train.StepSpec("mmd" if domain_adaptation else "none", 0.05, "biased", False)
     step = jax.jit(partial(train.train_step, spec=spec, class_weights=jnp.array([0.7, 1.2, 1.9]),
                            dropout_key=jax.random.key(1)))
     new, sums = step(state, train.zero_sums(), batch)
@@ -263,11 +263,11 @@ def test_padded_batch_equals_valid_rows(domain_adaptation):
         valid.update(target_image=x1[tidx[:5]], target_mask=np.ones(5, np.float32))
     g_pad, bs_pad, sums_pad = _sgd_step(domain_adaptation, padded)
     g_val, bs_val, sums_val = _sgd_step(domain_adaptation, valid)
-    for key in ("loss", "ce", "mmd", "correct", "count"):
+    for key in ("loss", "ce", "da_loss", "correct", "count"):
         assert float(sums_pad[key]) == pytest.approx(float(sums_val[key]), rel=2e-5, abs=1e-7)
     assert float(sums_pad["count"]) == 5
     if domain_adaptation:
-        assert float(sums_pad["mmd"]) > 5 * 1e-4  # above the clamp: the masks matter
+        assert float(sums_pad["da_loss"]) > 5 * 1e-4  # above the clamp: the masks matter
     leaves_pad, leaves_val = jax.tree_util.tree_leaves(g_pad), jax.tree_util.tree_leaves(g_val)
     # conv biases before BatchNorm have zero gradient in exact arithmetic: compare on the
     # scale of the largest gradient, where float32 noise is ~1e-7
@@ -303,7 +303,7 @@ def test_regular_run_writes_its_files():
     _check_run_files(workdir, config)
     history = _finite_history(workdir, 3)
     for row in history:
-        assert row["train_mmd"] == 0.0 and row["train_loss"] == row["train_ce"]
+        assert row["train_da_loss"] == 0.0 and row["train_loss"] == row["train_ce"]
         assert 0 <= row["train_acc"] <= 1 and row["val_acc_y10"] in {k / 12 for k in range(13)}
     assert history[-1]["train_loss"] < history[0]["train_loss"]  # it learns
     assert summary["epochs_run"] == 3 and summary["placement"] == "device"
@@ -320,13 +320,41 @@ def test_step_is_traced_once_per_run():
 
 
 def test_da_run_adds_the_weighted_mmd(tmp_path):
-    config = syn.tiny_config(domain_adaptation=True, epochs=2)
+    config = syn.tiny_config(da_loss="mmd", epochs=2)
     summary = train.train_and_evaluate(config, tmp_path, data=syn.tiny_data(), progress=False)
     _check_run_files(tmp_path, config)
     for row in _finite_history(tmp_path, 2):
-        assert row["train_mmd"] >= 1e-4  # the clamp floor
-        assert row["train_loss"] == pytest.approx(row["train_ce"] + 0.05 * row["train_mmd"], rel=1e-5)
+        assert row["train_da_loss"] >= 1e-4  # the clamp floor
+        assert row["train_loss"] == pytest.approx(row["train_ce"] + 0.05 * row["train_da_loss"], rel=1e-5)
     assert summary["epochs_run"] == 2
+
+
+def test_cli_trains_with_coral(tmp_path, capsys):
+    """`jaxrobust train --da-loss coral`, one epoch on a tiny Zenodo-layout folder (32 x 32)."""
+    import _zenodo_tiny as tiny
+    from jaxrobust.cli import main
+
+    tiny.write_dataset(tmp_path / "data")
+    args = ["train", "--data", str(tmp_path / "data"), "--workdir", str(tmp_path / "run"), "--da-loss", "coral",
+            *tiny.TRAIN_ARGS, "train.epochs=1"]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["da_loss"] == "coral"
+    (row,) = train.read_metrics(tmp_path / "run")
+    assert "train_mmd" not in row and "mmd" not in json.dumps(row)
+    assert row["train_da_loss"] > 0 and math.isfinite(row["train_loss"])
+    weight = config_lib.base_config().train.coral_weight
+    assert row["train_loss"] == pytest.approx(row["train_ce"] + weight * row["train_da_loss"], rel=1e-5)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:  # --da is --da-loss mmd: both at once is an argparse error
+        main(args[:-1] + ["--da"])
+    assert refused.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_read_metrics_reads_an_old_run_under_the_current_keys(tmp_path):
+    old = {"epoch": 0, "train_loss": 0.7, "train_ce": 0.65, "train_mmd": 1.0, "train_acc": 0.5}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(old) + "\n")
+    (row,) = train.read_metrics(tmp_path)
+    assert row == {"epoch": 0, "train_loss": 0.7, "train_ce": 0.65, "train_da_loss": 1.0, "train_acc": 0.5}
 
 
 def test_same_seed_same_numbers(tmp_path):
@@ -549,10 +577,10 @@ def test_four_devices_give_the_one_device_losses(tmp_path):
     assert len(four) == len(one) == 3
     for got, want in zip(four, one):
         assert got["count"] == want["count"] and got["correct"] == want["correct"]
-        for key in ("loss", "ce", "mmd"):
+        for key in ("loss", "ce", "da_loss"):
             assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
     assert one[-1]["count"] == 4  # the ragged last batch is in the comparison
-    assert one[0]["mmd"] > 8 * 1e-4  # above the clamp
+    assert one[0]["da_loss"] > 8 * 1e-4  # above the clamp
     # a whole regular epoch on 4 devices: the 1-device numbers of the reference run. That run
     # uses lr 1e-3, where Adam turns float32 summation-order noise in near-zero gradients into
     # ~lr-sized steps (see parallel_step_losses), so after the epoch agreement is ~1e-5, not 1e-7.

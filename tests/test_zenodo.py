@@ -85,7 +85,7 @@ def test_reproduce_on_a_zenodo_folder(zenodo32, tmp_path):
     for name in ("regular", "da"):
         config = json.loads((tmp_path / name / "config.json").read_text())
         assert config["data"]["source"] == str(root.resolve())
-        assert config["train"]["domain_adaptation"] == (name == "da")
+        assert config["train"]["da_loss"] == {"regular": "none", "da": "mmd"}[name]
         check_run(tmp_path / name, order, test_labels)
     analysis = json.loads((tmp_path / "analysis.json").read_text())
     assert len(analysis["runs"]) == 2
