@@ -174,3 +174,28 @@ def test_a_run_written_before_a_key_existed_counts_it_at_its_default():
     # a key set away from its default still tells the runs apart
     other = "dihedral" if config.train.augment == "none" else "none"
     assert settings != cfg.training_settings(cfg.copy_with(config, {"train.augment": other}))
+
+
+def test_an_old_run_folder_reads_with_renamed_keys_and_every_default(tmp_path):
+    import json
+    config = cfg.copy_with(cfg.base_config(), {"train.epochs": 4, "attack.tasks_per_call": 5, "train.da_loss": "mmd"})
+    older = json.loads(cfg.to_json(config))
+    # a config.json from before the DA loss had a name, the attack's batching its current key, and
+    # before the lr schedule and the scan section existed
+    del older["train"]["da_loss"], older["train"]["coral_weight"], older["train"]["lr_schedule"], older["scan"]
+    older["train"]["domain_adaptation"] = True
+    older["attack"]["images_per_call"] = older["attack"].pop("tasks_per_call")
+    (tmp_path / cfg.RUN_CONFIG_FILE).write_text(json.dumps(older))
+    back = cfg.read_run_config(tmp_path)
+    assert back.to_dict() == config.to_dict()  # every key, at the run's values or base_config's defaults
+    assert back.train.da_loss == "mmd" and back.attack.tasks_per_call == 5 and "domain_adaptation" not in back.train
+    assert back.scan.to_dict() == cfg.base_config().scan.to_dict()
+    assert cfg.training_settings(older) == cfg.training_settings(config)  # a resume of it is current
+    older["train"]["domain_adaptation"] = False
+    (tmp_path / cfg.RUN_CONFIG_FILE).write_text(json.dumps(older))
+    assert cfg.read_run_config(tmp_path).train.da_loss == "none"
+
+
+def test_a_renamed_key_is_refused_as_an_override_naming_its_new_name():
+    with pytest.raises(cfg.ConfigError, match=r"'train.domain_adaptation' was renamed to 'train.da_loss'.*True is 'mmd'"):
+        load_config("quick", ["train.domain_adaptation=True"])
