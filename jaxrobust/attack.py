@@ -478,7 +478,8 @@ def attack_run(run_dir, data, config=None, progress: bool = True, log=print) -> 
             "candidates_per_second": round(evaluations / seconds, 1)}
     if main:  # one unit: both files carry one id and the checkpoint they came from (provenance.py)
         source = provenance.checkpoint_source(run_dir, checkpoint.read_meta(run_dir, "best"))
-        provenance.write_unit(run_dir, "attack", source, npz={"attack.npz": out}, json_files={"attack.json": info})
+        provenance.write_unit(run_dir, "attack", source, npz={"attack.npz": out}, json_files={"attack.json": info},
+                              inputs={"data": provenance.data_digest(getattr(data, "source", None))})
         log(f"{run_dir}: {info['successful']}/{info['attacked']} flipped in {seconds:.1f} s "
             f"({info['candidates_per_second']:.0f} candidates/s)")
     return info

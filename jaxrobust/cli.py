@@ -193,6 +193,9 @@ def main(argv=None) -> int:
         parallel.initialize_distributed()
     try:
         return _dispatch(args, config_lib)
+    except KeyboardInterrupt:  # a sentence, not a traceback: what was kept and how to go on
+        print(f"error: interrupted (Ctrl-C); {_interrupted_note(args)}", file=sys.stderr)
+        return 130
     except Exception as err:  # the one place failures become sentences (jaxrobust/errors.py)
         from jaxrobust import errors
 
@@ -200,7 +203,28 @@ def main(argv=None) -> int:
         if message is None:  # a bug, or --debug: the traceback
             raise
         print(f"error: {message}", file=sys.stderr)
+        # orbax's background threads and finalizers may still report the same failure as
+        # "Exception ignored in ... Traceback" lines at exit: the sentence above already said it
+        sys.unraisablehook = lambda unraisable: None
         return 2
+    finally:
+        from jaxrobust import provenance
+
+        provenance.release_all()  # the folders this command took (provenance.lock_folder)
+
+
+def _interrupted_note(args) -> str:
+    """What an interrupted command left, and how to go on (every file is written atomically)."""
+    if args.command == "train":
+        return (f"{args.workdir} keeps its epochs up to the last checkpoint; continue with `jaxrobust train "
+                f"--workdir {args.workdir} --data {args.data} --resume` and the same config and overrides")
+    if args.command == "reproduce":
+        return "rerun the same `jaxrobust reproduce` command: finished stages are skipped, training resumes"
+    if args.command == "scan":
+        return f"rerun `jaxrobust scan --workdir {args.workdir}`: it resumes from the images already scanned"
+    if args.command == "simulate":
+        return f"the dataset in {args.out} is incomplete; rerun `jaxrobust simulate` with the same config to redo it"
+    return "nothing was half written; rerun the command"
 
 
 def _dispatch(args, config_lib) -> int:
@@ -238,6 +262,7 @@ def _dispatch(args, config_lib) -> int:
 
         config = config_lib.read_run_config(args.workdir)
         provenance.check_writable(args.workdir, "--workdir")
+        provenance.lock_folder(args.workdir, "evaluate")  # one writer at a time
         data = load_prepared(_data_dir(args, config), config)
         provenance.check_data(args.workdir, data, force=args.force)
         results = evaluate.evaluate_run(args.workdir, data)
@@ -249,6 +274,7 @@ def _dispatch(args, config_lib) -> int:
 
         config = _run_attack_overrides(config_lib.read_run_config(args.workdir), args.overrides)
         provenance.check_writable(args.workdir, "--workdir")  # before the attack, not after it
+        provenance.lock_folder(args.workdir, "attack")
         data = load_prepared(_data_dir(args, config), config)
         provenance.check_data(args.workdir, data, force=args.force)
         attack.attack_run(args.workdir, data, config)
@@ -258,6 +284,7 @@ def _dispatch(args, config_lib) -> int:
 
         config = scan.with_overrides(config_lib.read_run_config(args.workdir), args.overrides)
         provenance.check_writable(args.workdir, "--workdir")
+        provenance.lock_folder(args.workdir, "scan")
         data = load_prepared(_data_dir(args, config), config)
         provenance.check_data(args.workdir, data, force=args.force)
         scan.scan_run(args.workdir, data, config, colours=args.colours, n_images=args.images)
@@ -270,11 +297,14 @@ def _dispatch(args, config_lib) -> int:
             provenance.check_outputs(run, source, required=("evaluate", "attack"))
         if args.out is not None:
             provenance.check_folder(args.out, "--out")
+        provenance.lock_folder(args.out or args.workdir, "analyze")
         report.analyze(runs, out_dir=args.out)
     elif args.command == "reproduce":
         from jaxrobust import pipeline
 
         config = config_lib.load_config(args.config, args.overrides)
+        provenance.check_folder(args.workdir, "--workdir")
+        provenance.lock_folder(args.workdir, "reproduce")  # and each run folder as it is worked on
         if args.seeds is not None:
             from jaxrobust import study
 

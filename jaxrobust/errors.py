@@ -11,7 +11,9 @@ loader) that holds an existing file path in a local variable.
 """
 from __future__ import annotations
 
+import errno
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -39,6 +41,9 @@ def describe(err: BaseException) -> str | None:
     """One line for a known failure kind, or None for a bug (show the traceback)."""
     if type(err).__module__.startswith("jaxrobust"):
         return _first_line(err)  # the package's own sentence errors (ConfigError, DataError, TrainingDiverged...)
+    full = _disk_full(err)
+    if full is not None:
+        return full
     if _raised_in(err, ("orbax", "tensorstore")):
         return _checkpoint_message(err)
     if type(err).__name__ == "ScopeParamShapeError" or _raised_in(err, ("flax",)) and "shape" in str(err).lower():
@@ -63,6 +68,38 @@ def describe(err: BaseException) -> str | None:
     if isinstance(err, (ValueError, FileNotFoundError)):  # the package's sentence errors
         return _first_line(err) if "\n" not in str(err).strip() else None
     return None
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_TEXT = ("No space left on device", "RESOURCE_EXHAUSTED", "Disk quota exceeded")
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """The error and its causes / contexts, outermost first."""
+    seen, out = set(), []
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        out.append(err)
+        err = err.__cause__ or err.__context__
+    return out
+
+
+def _disk_full(err: BaseException) -> str | None:
+    """A sentence when the failure is a full disk (or quota) anywhere in the chain, else None:
+    an OSError ENOSPC / EDQUOT, or the text tensorstore and orbax wrap it in."""
+    for link in _chain(err):
+        text = str(link)
+        if (isinstance(link, OSError) and link.errno in DISK_FULL) or any(t in text for t in DISK_FULL_TEXT):
+            where = getattr(link, "filename", None) or _quoted_path(text) or _where(_path_in_traceback(err, False))
+            return (f"{where}: the disk is full (no space left while writing); free some space or choose "
+                    "another folder, then rerun the command (an interrupted `train` continues with --resume)")
+    return None
+
+
+def _quoted_path(text: str) -> str | None:
+    """The first absolute path in double quotes in an error text (tensorstore names its files so)."""
+    found = re.search(r'"(/[^"]+)"', text)
+    return found.group(1) if found else None
 
 
 def _first_line(err: BaseException) -> str:
@@ -135,5 +172,18 @@ def _checkpoint_message(err: BaseException) -> str:
         run = run.parent
     run = run if run is not None and (run / "config.json").exists() else path
     where = f"{run}/checkpoints" if run is not None else "the run's checkpoints"
-    return (f"{where}: a checkpoint is unreadable (truncated or corrupt: {_first_line(err)[:200]}); "
+    return (f"{where}: a checkpoint is unreadable (truncated or corrupt: {_storage_reason(err)}); "
             f"{CHECKPOINT_REMEDY.format(run=run or 'RUN')}")
+
+
+def _storage_reason(err: BaseException) -> str:
+    """The innermost tensorstore status of a checkpoint error ("OUT_OF_RANGE: Error reading
+    "params.kernel/0.0": Requested byte range ..."), without the database path or the
+    TensorStore object repr that orbax appends; the outermost first line otherwise."""
+    for link in reversed(_chain(err)):
+        text = _first_line(link)
+        if re.match(r"[A-Z_]{4,}: ", text):
+            text = re.sub(r' in OCDBT database at [^:]*"', "", text)
+            return text[:200]
+    text = re.split(r"\.? See full TensorStore details", _first_line(err))[0]
+    return re.split(r"<bound method|TensorStore\(", text)[0].strip()[:200]

@@ -59,7 +59,7 @@ def evaluate_run(run_dir, data, series: str = "best", log=print) -> dict:
     provenance.write_unit(run_dir, "evaluate", source, npz={
         "predictions.npz": {k: v for k, v in arrays.items() if not k.startswith("latent")},
         "latents.npz": dict(labels=labels, **{k: v for k, v in arrays.items() if k.startswith("latent")})},
-        json_files={"evaluation.json": results})
+        json_files={"evaluation.json": results}, inputs={"data": provenance.data_digest(getattr(data, "source", None))})
     log(f"{run_dir}: test accuracy Y10 {results['Y10']['accuracy']:.3f}, Y1 {results['Y1']['accuracy']:.3f}")
     return results
 

@@ -67,7 +67,13 @@ def _newer(output: Path, *inputs: Path) -> bool:
 
 
 def run_variant(config, run_dir: Path, data, log=print) -> None:
-    """Train (or resume), evaluate and attack one variant; each step skipped when current."""
+    """Train (or resume), evaluate and attack one variant; each step skipped when current. The
+    run folder is taken for the duration (provenance.folder_lock): a second writer is refused."""
+    with provenance.folder_lock(run_dir, "reproduce", log):
+        _run_variant(config, Path(run_dir), data, log)
+
+
+def _run_variant(config, run_dir: Path, data, log=print) -> None:
     run_dir = Path(run_dir)
     name = run_dir.name
     same_data = provenance.same_data(run_dir, data)  # a re-simulated dataset: train again
@@ -78,14 +84,18 @@ def run_variant(config, run_dir: Path, data, log=print) -> None:
         log(f"[{name}] {'resuming' if resume else 'training'} {config.model.name}")
         train.train_and_evaluate(config, run_dir, data, resume=resume, log=log)
     best = run_dir / "checkpoints" / "best"
-    if _newer(run_dir / "evaluation.json", best) and (run_dir / "latents.npz").exists():
+    # current = made from this best checkpoint and these data (the units record both), not by file times
+    source = provenance.checkpoint_source(run_dir, checkpoint.read_meta(run_dir, "best"))
+    inputs = {"data": provenance.data_digest(getattr(data, "source", None))}
+    if provenance.unit_current(run_dir, "evaluate", source, inputs) and _newer(run_dir / "evaluation.json", best):
         log(f"[{name}] evaluation current: skipped")
     else:
         evaluate.evaluate_run(run_dir, data, log=log)
         report.write_run_figures(run_dir)
     info_path = run_dir / "attack.json"
     current_attack = json.loads(config_lib.to_json(config))["attack"]
-    if (_newer(run_dir / "attack.npz", best) and info_path.exists()
+    if (provenance.unit_current(run_dir, "attack", source, inputs) and _newer(run_dir / "attack.npz", best)
+            and info_path.exists()
             and json.loads(info_path.read_text()).get("attack_config") == current_attack):
         log(f"[{name}] attack current: skipped")
     else:
@@ -94,7 +104,7 @@ def run_variant(config, run_dir: Path, data, log=print) -> None:
         log(f"[{name}] robustness measures current: skipped")
     else:
         robustness.robustness_run(run_dir, data, config, log=log)
-    if not scan.scan_section(config).enabled:
+    if not config.scan.enabled:
         return
     if scan.is_current(run_dir, config):
         log(f"[{name}] scan current: skipped")

@@ -25,10 +25,14 @@ Folders written before provenance existed (no provenance.json, no unit ids) are 
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -51,6 +55,7 @@ DERIVED_DIRS = ("figures", "scan_parts")  # scan_parts: an unfinished scan's per
 # Keys a unit's files carry: in .npz as 0-d string arrays, in .json under PROVENANCE_KEY.
 UNIT_ID_KEY = "_unit_id"
 SOURCE_KEY = "_checkpoint_source"
+INPUTS_KEY = "_inputs"  # what else a unit was made from: {"data": data_digest} or {"attack_unit": id}
 PROVENANCE_KEY = "provenance"
 # Files up to this size are hashed whole; larger ones by SAMPLE_BLOCKS evenly spaced blocks
 # (an 8 GB Zenodo array reads 1 MiB instead of 8 GB; a resized or re-simulated array differs
@@ -81,6 +86,15 @@ def data_fingerprint(data_dir) -> dict | None:
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
                    and (p.suffix in (".npy", ".npz") or "array_record" in p.name))
     return {"kind": "files", "files": {str(p.relative_to(root)): content_hash(p) for p in files}}
+
+
+def data_digest(source) -> str | None:
+    """A short digest of data_fingerprint(source): what derived units record as their data
+    (None when there is no dataset folder)."""
+    fingerprint = data_fingerprint(source)
+    if fingerprint is None:
+        return None
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def content_hash(path: Path) -> str:
@@ -217,8 +231,12 @@ def checkpoint_source(run_dir, best_meta: dict | None) -> dict:
     return {"run_id": record.get("run_id"), "best_epoch": meta.get("epoch"), "meta_sha256": digest[:16]}
 
 
-def write_unit(run_dir, unit: str, source: dict, npz: dict[str, dict], json_files: dict[str, dict]) -> str:
+def write_unit(run_dir, unit: str, source: dict, npz: dict[str, dict], json_files: dict[str, dict],
+               inputs: dict | None = None) -> str:
     """Writes the files of one unit (UNITS[unit]) with a shared unit id and their source.
+
+    `inputs` records what else the unit was made from ({"data": data_digest(...)} for evaluate,
+    attack and scan; {"attack_unit": id} for robustness): `unit_current` compares it.
 
     The .npz files are written first and the .json last; each write is atomic. A reader that
     finds ids that differ (a kill between the writes) refuses the pair (`check_outputs`).
@@ -231,12 +249,35 @@ def write_unit(run_dir, unit: str, source: dict, npz: dict[str, dict], json_file
         raise ValueError(f"unit {unit!r} holds {UNITS[unit]}, got {sorted(names)}")
     remove_stale_temporaries(run_dir, names)
     unit_id = uuid.uuid4().hex
-    tags = {UNIT_ID_KEY: np.array(unit_id), SOURCE_KEY: np.array(json.dumps(source, sort_keys=True))}
+    tags = {UNIT_ID_KEY: np.array(unit_id), SOURCE_KEY: np.array(json.dumps(source, sort_keys=True)),
+            INPUTS_KEY: np.array(json.dumps(inputs or {}, sort_keys=True))}
     for name, arrays in npz.items():
         io.atomic_save_npz(run_dir / name, **arrays, **tags)
+    record = {"unit_id": unit_id, "source": source, "inputs": inputs or {}}
     for name, obj in json_files.items():
-        io.atomic_write_json(run_dir / name, dict(obj, **{PROVENANCE_KEY: {"unit_id": unit_id, "source": source}}))
+        io.atomic_write_json(run_dir / name, dict(obj, **{PROVENANCE_KEY: record}))
     return unit_id
+
+
+def unit_record(run_dir, unit: str) -> dict:
+    """{"unit_id", "source", "inputs"} of a unit, from its JSON file ({} when absent or untagged)."""
+    names = UNITS[unit]
+    path = Path(run_dir) / next(n for n in names if n.endswith(".json"))
+    if not path.exists():
+        return {}
+    return read_json(path, rerun_command(unit, Path(run_dir))).get(PROVENANCE_KEY) or {}
+
+
+def unit_current(run_dir, unit: str, source: dict | None, inputs: dict) -> bool:
+    """Whether the unit's files are present, agree, come from `source` (checkpoint_source of the
+    run's best checkpoint; None: not compared) and were made from `inputs`. An input the unit
+    does not record (written before inputs were recorded) is not held against it."""
+    try:
+        check_outputs(run_dir, source, units=(unit,), required=(unit,))
+    except ProvenanceError:
+        return False
+    recorded = unit_record(run_dir, unit).get("inputs") or {}
+    return all(recorded.get(key) in (None, value) for key, value in inputs.items())
 
 
 def remove_stale_temporaries(folder: Path, names) -> None:
@@ -300,9 +341,178 @@ def check_outputs(run_dir, source: dict | None, units=("evaluate", "attack", "sc
             raise ProvenanceError(f"{run_dir / names[0]}: made from {why}; {remedy}")
 
 
+def check_pair(first, second) -> None:
+    """Refuses to compare two runs (regular vs DA, seeds of a study) that were not trained on one
+    dataset or whose attacks did not attack the same images of it, naming the file that differs.
+    Runs written before provenance existed are compared on what they record."""
+    first, second = Path(first), Path(second)
+    a, b = read_run(first) or {}, read_run(second) or {}
+    if a.get("data") is not None and b.get("data") is not None and a["data"] != b["data"]:
+        raise ProvenanceError(
+            f"{second}: trained on other data than {first} ({fingerprint_difference(a['data'], b['data'])}); "
+            "compare runs trained on one dataset")
+    data_a = (unit_record(first, "attack").get("inputs") or {}).get("data")
+    data_b = (unit_record(second, "attack").get("inputs") or {}).get("data")
+    if data_a is not None and data_b is not None and data_a != data_b:
+        raise ProvenanceError(f"{second / 'attack.json'}: attacked images of other data than {first / 'attack.json'} "
+                              f"(an attack --force?); rerun `jaxrobust attack --workdir {second}` with the data of "
+                              f"{first}")
+    arrays = []
+    for run in (first, second):
+        path = run / "attack.npz"
+        remedy = rerun_command("attack", run)
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays.append({k: np.asarray(archive[k]) for k in ("labels", "test_index") if k in archive.files})
+        except FileNotFoundError:
+            return  # analyze names the missing attack itself
+        except (OSError, ValueError, EOFError) as err:
+            raise ProvenanceError(f"{path}: unreadable (truncated or corrupt: {err}); {remedy}") from err
+    n_a, n_b = len(arrays[0].get("labels", ())), len(arrays[1].get("labels", ()))
+    if n_a != n_b:
+        raise ProvenanceError(
+            f"{second / 'attack.npz'}: {n_b} attacked images, but {first / 'attack.npz'} has {n_a}; attack both "
+            f"runs on the same images (`jaxrobust attack --workdir RUN attack.n_images={min(n_a, n_b)}` for each)")
+    for key in ("test_index", "labels"):
+        if key in arrays[0] and key in arrays[1] and not np.array_equal(arrays[0][key], arrays[1][key]):
+            raise ProvenanceError(
+                f"{second / 'attack.npz'}: attacked other images than {first / 'attack.npz'} (their {key} differ: "
+                "another dataset or data seed); rerun `jaxrobust attack` on both with one dataset")
+
+
 def _epoch(source: dict):
     epoch = source.get("best_epoch")
     return "?" if epoch is None else int(epoch) + 1
+
+
+# --- One writer per folder ---
+LOCK_FILE = ".jaxrobust.lock"
+_HELD: dict[Path, int] = {}  # folders this process holds: how many times taken
+
+
+class FolderLocked(ProvenanceError):
+    """Another live command is writing into the folder."""
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` in clock ticks since boot (Linux /proc), or None: with
+    the pid it identifies a process even after its pid is reused."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[19]  # field 22 of proc(5), counted after the command name
+    except (OSError, IndexError):
+        return None
+
+
+def lock_record(pid: int | None = None, command: str = "") -> dict:
+    """What a lock file holds: the owner's pid, its start time, host and command."""
+    pid = os.getpid() if pid is None else int(pid)
+    return {"pid": pid, "pid_start": _process_start(pid), "host": socket.gethostname(),
+            "command": command, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _owner_alive(owner: dict) -> bool | None:
+    """True / False for an owner on this host; None when it runs elsewhere (cannot tell)."""
+    if owner.get("host") != socket.gethostname():
+        return None
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    recorded, now = owner.get("pid_start"), _process_start(pid)
+    return recorded is None or now is None or recorded == now
+
+
+def lock_folder(folder, command: str, log=print) -> Path:
+    """Takes `folder` for this process until `release_folder` (or exit): a lock file with the
+    owner's pid, start time and host, created exclusively. A lock of a live process is refused
+    with a FolderLocked sentence; one whose process is gone (a kill -9, a crash) is stale and
+    replaced with a note. Taking a folder this process holds again is allowed (nested calls)."""
+    folder = Path(folder).resolve()
+    if folder in _HELD:
+        _HELD[folder] += 1
+        return folder
+    path = folder / LOCK_FILE
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                owner = {}  # torn or vanished: judged by its age below
+            if not owner and time.time() - _mtime(path) < 10:
+                time.sleep(0.2)  # being written by its owner right now
+                continue
+            alive = _owner_alive(owner) if owner else False
+            if alive is False:
+                stale = path.with_name(f"{LOCK_FILE}.stale-{uuid.uuid4().hex[:8]}")
+                with contextlib.suppress(OSError):
+                    os.replace(path, stale)
+                    stale.unlink()
+                    log(f"{folder}: removed a stale lock of `jaxrobust {owner.get('command', '?')}` (pid "
+                        f"{owner.get('pid', '?')}, no longer running)")
+                continue
+            where = f"pid {owner.get('pid')} on {owner.get('host')}, since {owner.get('since')}"
+            gone = (f"; if that process is gone, delete {path}" if alive is None else "")
+            raise FolderLocked(f"{folder}: in use by `jaxrobust {owner.get('command', '?')}` ({where}); wait for it "
+                               f"to finish or choose another folder{gone}")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(lock_record(command=command), handle)
+        _HELD[folder] = 1
+        return folder
+    raise FolderLocked(f"{path}: could not take the folder's lock (another command keeps taking it); retry")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def release_folder(folder) -> None:
+    """Gives back a folder taken by lock_folder (the last of nested takes removes the lock)."""
+    folder = Path(folder).resolve()
+    if folder not in _HELD:
+        return
+    _HELD[folder] -= 1
+    if _HELD[folder] > 0:
+        return
+    del _HELD[folder]
+    path = folder / LOCK_FILE
+    try:
+        owner = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+        path.unlink(missing_ok=True)
+
+
+def release_all() -> None:
+    """Gives back every folder this process holds (the command line's last step)."""
+    for folder in list(_HELD):
+        _HELD[folder] = 1
+        release_folder(folder)
+
+
+atexit.register(release_all)  # a normal exit or an exception; a kill -9 leaves a stale lock
+
+
+@contextlib.contextmanager
+def folder_lock(folder, command: str, log=print):
+    """lock_folder for the duration of a `with` block."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    lock_folder(folder, command, log)
+    try:
+        yield
+    finally:
+        release_folder(folder)
 
 
 # --- Claiming folders: no silent overwrite ---
@@ -347,6 +557,7 @@ def claim_run_dir(run_dir, resume: bool = False, overwrite: bool = False, log=pr
         raise ProvenanceError("--resume and --overwrite exclude each other: --resume continues the run in "
                               f"{run_dir}, --overwrite replaces it")
     check_folder(run_dir, "--workdir")
+    lock_folder(run_dir, "train", log)  # before anything is removed
     if holds_run(run_dir) and not (resume or overwrite):
         raise ProvenanceError(
             f"{run_dir}: already holds a training run; pass --resume to continue it, --overwrite to replace "
@@ -379,7 +590,9 @@ def remove_run(run_dir) -> None:
 
 
 # --- Dataset folders ---
-SIMULATION_MARKERS = ("galaxies.jsonl", "metadata_train.npz", "metadata_valid.npz", "metadata_test.npz")
+SIMULATING_MARKER = ".simulation-in-progress"  # simulate writes it first and removes it last
+SIMULATION_MARKERS = (SIMULATING_MARKER, "galaxies.jsonl", "metadata_train.npz", "metadata_valid.npz",
+                      "metadata_test.npz")
 
 
 def claim_dataset_dir(out_dir, overwrite: bool = False, log=print) -> Path:
@@ -389,6 +602,7 @@ def claim_dataset_dir(out_dir, overwrite: bool = False, log=print) -> Path:
     a dataset anyone could use.
     """
     out_dir = check_folder(out_dir, "--out")
+    lock_folder(out_dir, "simulate", log)
     if (out_dir / "dataset.json").exists():
         if not overwrite:
             raise ProvenanceError(
@@ -410,6 +624,6 @@ def incomplete_simulation(root) -> str | None:
     found = [n for n in SIMULATION_MARKERS if (root / n).exists()]
     if not found:
         return None
-    return (f"{root}: an incomplete dataset from `jaxrobust simulate` ({found[0]} but no dataset.json, which "
-            f"it writes last); rerun `jaxrobust simulate --config CONFIG --out {root}` with the same config "
+    return (f"{root}: an incomplete simulation (`jaxrobust simulate` stopped before its last file: {found[0]} "
+            f"but no dataset.json); rerun `jaxrobust simulate --config CONFIG --out {root}` with the same config "
             "to redo it")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrobust import checkpoint, evaluate, io, latent, parallel, plots, robustness, scan, train
+from jaxrobust import checkpoint, evaluate, io, latent, parallel, plots, provenance, robustness, scan, train
 from jaxrobust.config import CLASS_NAMES, read_run_config
 
 # The paper's numbers (Ćiprijanović et al. 2022, TNG100 data), one row per model.
@@ -66,6 +66,27 @@ def _load_npz(path: Path) -> dict:
         return {k: f[k] for k in f.files}
 
 
+def complete_history(run_dir: Path) -> list[dict]:
+    """metrics.jsonl of a run to report on: every line whole. A torn last line is refused, not
+    dropped: the report would count one epoch less (none at all for a one-epoch run)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    text = path.read_text() if path.exists() else ""
+    rows = train.read_metrics(run_dir)
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(rows) == len(lines):
+        return rows
+    meta = checkpoint.read_meta(run_dir, "latest") or {}
+    last = meta.get("epoch")
+    if last is not None and len(rows) == int(last) + 1:  # the line of an epoch that never checkpointed
+        raise provenance.ProvenanceError(
+            f"{path}: its last line is torn: training was interrupted during epoch {len(rows) + 1} (its "
+            f"checkpoint was never written); finish it with `jaxrobust train --workdir {run_dir} --resume` "
+            "(same --data, config and overrides), then evaluate and attack again")
+    raise provenance.ProvenanceError(
+        f"{path}: its last line is torn although epoch {len(lines)} finished; the run folder is damaged: retrain "
+        f"with `jaxrobust train --workdir {run_dir} --overwrite`")
+
+
 def _training_name(config) -> str:
     """"Reg" for regular training, "DA" for a run with a domain-adaptation loss (MMD or CORAL)."""
     return "Reg" if config.train.da_loss == "none" else "DA"
@@ -84,7 +105,7 @@ class RunArtifacts:
         self.attack = load_attack(self.dir)
         info = self.dir / "attack.json"
         self.attack_info = json.loads(info.read_text()) if info.exists() else {}
-        self.history = train.read_metrics(self.dir)
+        self.history = complete_history(self.dir)
 
     def head_fn(self):
         model, variables, _ = checkpoint.load_variables(self.dir)
@@ -210,6 +231,8 @@ def analyze(run_dirs: list[Path], out_dir: Path | None = None, log=print) -> dic
     Writes analysis.json, figures/ and report.md into `out_dir` (default: the first run).
     """
     start = time.perf_counter()
+    if len(run_dirs) == 2:  # one dataset, the same attacked images: else the pairing means nothing
+        provenance.check_pair(*run_dirs)
     for run_dir in run_dirs:
         write_run_figures(run_dir)
     runs = [RunArtifacts(d) for d in run_dirs]
@@ -316,6 +339,9 @@ def render_report(runs: list[RunArtifacts], result: dict, out_dir: Path) -> str:
     if all(s is not None for s in summaries.values()):
         parts.append("\n## Exact robustness measures: margin, minimal flip, censored medians\n\n"
                      + robustness.render_markdown(summaries))
+    stale = [reason for r in runs if (reason := robustness.stale_reason(r.dir)) is not None]
+    if stale:  # never the measures of an earlier attack beside this one's counts
+        parts.append("\nThe exact robustness measures are left out: " + "; ".join(stale) + ".\n")
     if result.get("scan"):
         parts.append(scan.de_vs_exhaustive_markdown(result["scan"]["rows"], result["scan"]["colours"]))
         parts.extend(f"\n![scan](figures/{rel(name)})\n" for name in result["scan"]["figures"])

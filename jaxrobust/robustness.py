@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import attack as attack_lib
-from jaxrobust import checkpoint, io
+from jaxrobust import checkpoint, io, provenance
 
 Z_95 = 1.959963984540054  # standard normal 97.5 % quantile: two-sided 95 % pointwise band
 BISECTION_STEPS = 20  # amplitude resolution 2^-20 ~ 1e-6, far below a colour quantum of 1/255
@@ -321,27 +321,62 @@ def robustness_run(run_dir, data, config=None, log=print) -> dict:
     measures = run_measures(model, variables, attack, y10, bool(config.attack.targeted),
                             float(config.attack.target_threshold), float(config.attack.untargeted_threshold))
     summary = summarize(measures, attack)
-    io.atomic_save_npz(run_dir / "robustness.npz", **measures)
-    io.atomic_write_json(run_dir / "robustness.json", summary)
+    # one unit, tagged with the attack it measures: a later attack makes it stale (is_current)
+    source = provenance.checkpoint_source(run_dir, checkpoint.read_meta(run_dir, "best"))
+    provenance.write_unit(run_dir, "robustness", source, npz={"robustness.npz": measures},
+                          json_files={"robustness.json": summary}, inputs={"attack_unit": _attack_unit(run_dir)})
     log(f"{run_dir}: margin median {summary['margin_median_attacked']:.3g}, minimal flip amplitude median "
         f"{summary['flip_amplitude_median']:.3g}, KM median latent distance to flip "
         f"{summary['km_latent_distance_to_flip']['median']:.3g}")
     return summary
 
 
-def is_current(run_dir) -> bool:
-    """robustness.json and .npz exist and are newer than the run's attack.npz."""
+def _attack_unit(run_dir) -> str | None:
+    return provenance.unit_record(run_dir, "attack").get("unit_id")
+
+
+def stale_reason(run_dir) -> str | None:
+    """Why robustness.json/.npz do not describe the run's current attack (a sentence), or None
+    when they do or are absent. Units written before they recorded their attack are judged by
+    file times (newer than attack.npz)."""
     run_dir = Path(run_dir)
-    attack_path = run_dir / "attack.npz"
-    outputs = [run_dir / "robustness.json", run_dir / "robustness.npz"]
-    return attack_path.exists() and all(p.exists() and p.stat().st_mtime >= attack_path.stat().st_mtime
-                                        for p in outputs)
+    outputs = [run_dir / name for name in provenance.UNITS["robustness"]]
+    if not any(p.exists() for p in outputs):
+        return None
+    remedy = f"rerun `jaxrobust reproduce` (or robustness.robustness_run) for {run_dir}"
+    if not all(p.exists() for p in outputs):
+        return f"{run_dir / 'robustness.json'}: robustness.json and robustness.npz are not both present; {remedy}"
+    recorded = provenance.unit_record(run_dir, "robustness")
+    if recorded.get("unit_id") is None:
+        attack_path = run_dir / "attack.npz"
+        if attack_path.exists() and any(p.stat().st_mtime < attack_path.stat().st_mtime for p in outputs):
+            return f"{run_dir / 'robustness.json'}: older than attack.npz (made from an earlier attack); {remedy}"
+        return None
+    try:
+        provenance.check_outputs(run_dir, None, units=("robustness",))
+    except provenance.ProvenanceError as err:
+        return str(err)
+    if (recorded.get("inputs") or {}).get("attack_unit") != _attack_unit(run_dir):
+        return f"{run_dir / 'robustness.json'}: made from an earlier attack than attack.npz; {remedy}"
+    return None
+
+
+def is_current(run_dir) -> bool:
+    """robustness.json and .npz exist and measure the run's current attack (stale_reason)."""
+    run_dir = Path(run_dir)
+    return (run_dir / "attack.npz").exists() and (run_dir / "robustness.json").exists() and \
+        stale_reason(run_dir) is None
 
 
 def load_summary(run_dir) -> dict | None:
-    """robustness.json of a run, or None when the run has none yet."""
+    """robustness.json of a run, or None when the run has none yet or it measures an earlier
+    attack (stale_reason says which; the report says so)."""
     path = Path(run_dir) / "robustness.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists() or stale_reason(run_dir) is not None:
+        return None
+    summary = json.loads(path.read_text())
+    summary.pop(provenance.PROVENANCE_KEY, None)
+    return summary
 
 
 # --- report.md ---

@@ -76,11 +76,16 @@ def minmax_colours(images: np.ndarray) -> np.ndarray:
 def load_colour_file(path: Path) -> np.ndarray:
     """(K, 3) float32 colours from a .npy or whitespace/comma-separated .txt file."""
     path = Path(path)
-    if path.suffix == ".npy":
-        colours = np.load(path, allow_pickle=False)
-    else:
-        colours = np.loadtxt(path, delimiter="," if "," in path.read_text() else None, ndmin=2)
-    colours = np.asarray(colours, np.float64)
+    try:
+        if path.suffix == ".npy":
+            colours = np.load(path, allow_pickle=False)
+        else:
+            colours = np.loadtxt(path, delimiter="," if "," in path.read_text() else None, ndmin=2)
+        colours = np.asarray(colours, np.float64)
+    except (ValueError, TypeError, EOFError, UnicodeDecodeError) as err:  # words, a torn file, text in a .npy
+        reason = " ".join(str(err).split())[:120]
+        raise ValueError(f"{path}: not a colour file ({reason}); expected N lines of three numbers g r i in "
+                         "[0, 1] (stretched units), or a .npy array of shape N x 3") from err
     if colours.ndim != 2 or colours.shape[1] != 3 or len(colours) == 0:
         raise ValueError(f"{path}: a colour file must hold an N x 3 array of (g, r, i) colours, got shape {colours.shape}")
     if not np.all(np.isfinite(colours)) or colours.min() < 0 or colours.max() > 1:
@@ -487,7 +492,8 @@ def scan_run(run_dir, data, config=None, colours: str | None = None, n_images: i
                 candidate_evaluations=int(arrays["max_probability"][:, 0].size * colour_array.shape[1]))
     info["candidates_per_second"] = round(info["candidate_evaluations"] / max(seconds, 1e-9), 1)
     if parallel.is_main_process():
-        provenance.write_unit(run_dir, "scan", source, {"scan.npz": _narrow(arrays)}, {"scan.json": info})
+        provenance.write_unit(run_dir, "scan", source, {"scan.npz": _narrow(arrays)}, {"scan.json": info},
+                              inputs={"data": provenance.data_digest(getattr(data, "source", None))})
         shutil.rmtree(parts, ignore_errors=True)
         log(f"{run_dir}: scan of {info['images']} images: {info['vulnerable_targeted']} of {info['correct']} "
             f"correctly classified images have a flipping pixel; {seconds:.1f} s "

@@ -165,6 +165,30 @@ def test_an_incomplete_simulation_is_refused(capsys, run, dataset, tmp_path, com
     refused(capsys, *args, "--data", folder, names=[folder], says=["incomplete", "jaxrobust simulate", "--out"])
 
 
+class _Killed(BaseException):
+    """Stands for a kill: not an Exception, so the command line does not catch it."""
+
+
+def test_a_simulation_killed_while_writing_its_arrays_is_refused_as_incomplete(capsys, monkeypatch, tmp_path):
+    import _tiny_dataset
+    from jaxrobust.data import store
+
+    real_save = store.atomic_save_npy
+
+    def killed_at_y1_train(path, *args, **kwargs):
+        if Path(path).name == "images_Y1_train.npy":
+            raise _Killed
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(store, "atomic_save_npy", killed_at_y1_train)
+    out = tmp_path / "sim"
+    with pytest.raises(_Killed):
+        main(["simulate", "--out", str(out), *_tiny_dataset.TINY_OVERRIDES])
+    assert (out / "images_Y10_train.npy").exists() and not (out / "metadata_train.npz").exists()
+    refused(capsys, "train", "--data", out, "--workdir", tmp_path / "run", *tiny.TRAIN_ARGS, names=[out],
+            says=["incomplete simulation", f"jaxrobust simulate --config CONFIG --out {out}"])
+
+
 # --- Derived files: units and their checkpoint ---
 def test_attack_files_of_two_runs_are_never_paired(capsys, run, tmp_path):
     work = copy_of(run, tmp_path)
@@ -314,6 +338,12 @@ def test_values_out_of_range_are_refused_naming_the_key(capsys, dataset, tmp_pat
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("command, takes", [("attack", "attack.* and seed"), ("scan", "attack.*, scan.* and seed")])
+def test_attack_and_scan_refuse_a_training_override_alike(capsys, run, command, takes):
+    refused(capsys, command, "--workdir", run, "train.epochs=5", names=["train.epochs=5", f"`{command}`"],
+            says=[f"takes {takes} overrides only", "retrain"])
+
+
 def test_an_attack_threshold_out_of_range_is_refused_before_the_attack(capsys, run):
     refused(capsys, "attack", "--workdir", run, "attack.target_threshold=1.5", names=["attack.target_threshold"],
             says=["(0, 1)"])
@@ -457,6 +487,202 @@ def test_debug_shows_the_traceback(run, tmp_path):
     truncate(work / "config.json")
     with pytest.raises(json.JSONDecodeError):
         main(["--debug", "evaluate", "--workdir", str(work)])
+
+
+# --- Pairs of runs, torn metrics and stale derived files in a report ---
+def test_analyze_refuses_a_torn_metrics_line_instead_of_counting_fewer_epochs(capsys, run, tmp_path):
+    work = copy_of(run, tmp_path)
+    truncate(work / "metrics.jsonl", 0.8)  # the last epoch's line cut, its checkpoint written
+    refused(capsys, "analyze", "--workdir", work, names=[work / "metrics.jsonl"], says=["torn", "--overwrite"])
+    work = copy_of(run, tmp_path, "interrupted")
+    with open(work / "metrics.jsonl", "a") as handle:  # killed while appending an epoch that never checkpointed
+        handle.write('{"epoch": 2, "train_loss": 1.0')
+    refused(capsys, "analyze", "--workdir", work, names=[work / "metrics.jsonl"], says=["interrupted during epoch 3", "--resume"])
+
+
+def test_compare_refuses_runs_attacked_on_different_numbers_of_images(capsys, run, tmp_path):
+    first, second = copy_of(run, tmp_path, "first"), copy_of(run, tmp_path, "second")
+    code, err = run_cli(capsys, "attack", "--workdir", second, *tiny.ATTACK_ARGS, "attack.n_images=2")
+    assert code == 0, err
+    refused(capsys, "analyze", "--workdir", first, "--compare", second, names=[second / "attack.npz"],
+            says=["2 attacked images", "has 3", "attack.n_images=2"])
+
+
+def test_compare_refuses_runs_trained_on_other_data(capsys, run, tmp_path):
+    first, second = copy_of(run, tmp_path, "first"), copy_of(run, tmp_path, "second")
+    record = json.loads((second / "provenance.json").read_text())
+    record["data"]["files"]["labels_train.npy"] = "1:other"  # as a run trained on another dataset records
+    (second / "provenance.json").write_text(json.dumps(record))
+    refused(capsys, "analyze", "--workdir", first, "--compare", second, names=[second, "labels_train.npy"],
+            says=["other data", "one dataset"])
+
+
+def test_derived_units_record_their_data_and_reproduce_redoes_an_evaluation_of_other_data(capsys, run, dataset, tmp_path):
+    """`evaluate --force` on another dataset, then the run's own data: the evaluation is not current."""
+    from jaxrobust import checkpoint
+
+    work = copy_of(run, tmp_path)
+    source = provenance.checkpoint_source(work, checkpoint.read_meta(work, "best"))
+    own = {"data": provenance.data_digest(dataset)}
+    assert provenance.unit_current(work, "evaluate", source, own) and provenance.unit_current(work, "attack", source, own)
+    changed = changed_dataset(dataset, tmp_path)
+    code, err = run_cli(capsys, "evaluate", "--workdir", work, "--data", changed, "--force")
+    assert code == 0, err
+    assert provenance.unit_record(work, "evaluate")["inputs"] == {"data": provenance.data_digest(changed)}
+    assert not provenance.unit_current(work, "evaluate", source, own)
+    assert provenance.unit_current(work, "evaluate", source, {"data": provenance.data_digest(changed)})
+
+
+def test_robustness_of_an_earlier_attack_is_left_out_of_the_report(capsys, run, dataset, tmp_path):
+    from jaxrobust import config as config_lib, robustness
+    from jaxrobust.data import load_prepared
+
+    work = copy_of(run, tmp_path)
+    config = config_lib.read_run_config(work)
+    robustness.robustness_run(work, load_prepared(dataset, config), log=lambda *_: None)
+    assert robustness.is_current(work) and robustness.load_summary(work) is not None
+    code, err = run_cli(capsys, "analyze", "--workdir", work)
+    assert code == 0, err
+    assert "Exact robustness measures" in (work / "report.md").read_text()
+    code, err = run_cli(capsys, "attack", "--workdir", work, *tiny.ATTACK_ARGS, "attack.max_generations=1")
+    assert code == 0, err
+    assert not robustness.is_current(work) and robustness.load_summary(work) is None
+    code, err = run_cli(capsys, "analyze", "--workdir", work)
+    assert code == 0, err
+    report = (work / "report.md").read_text()
+    assert "Exact robustness measures" not in report and "made from an earlier attack" in report
+
+
+# --- One writer per folder ---
+def _lock_owned_by(folder: Path, pid: int, command: str, host: str | None = None) -> None:
+    record = provenance.lock_record(pid, command)
+    if host is not None:
+        record["host"] = host
+    (folder / provenance.LOCK_FILE).write_text(json.dumps(record))
+
+
+def test_a_folder_in_use_by_a_live_command_is_refused(capsys, run, tmp_path):
+    import subprocess
+
+    work = copy_of(run, tmp_path)
+    owner = subprocess.Popen(["sleep", "60"])  # stands for a running `jaxrobust attack`
+    try:
+        _lock_owned_by(work, owner.pid, "attack")
+        refused(capsys, "attack", "--workdir", work, *tiny.ATTACK_ARGS, names=[work, f"pid {owner.pid}"],
+                says=["in use by `jaxrobust attack`", "wait for it"])
+        refused(capsys, "train", "--data", work.parent, "--workdir", work, "--overwrite", *tiny.TRAIN_ARGS,
+                names=[work], says=["in use"])
+    finally:
+        owner.kill()
+        owner.wait()
+    assert (work / "attack.json").read_bytes() == (run / "attack.json").read_bytes()
+    assert (work / "metrics.jsonl").read_bytes() == (run / "metrics.jsonl").read_bytes()  # --overwrite removed nothing
+
+
+def test_a_lock_held_on_another_host_says_how_to_clear_it(capsys, run, tmp_path):
+    work = copy_of(run, tmp_path)
+    _lock_owned_by(work, 1, "evaluate", host="elsewhere.example")
+    refused(capsys, "evaluate", "--workdir", work, names=[work / provenance.LOCK_FILE, "elsewhere.example"],
+            says=["in use", "if that process is gone, delete"])
+
+
+def test_a_stale_lock_is_replaced_and_the_lock_given_back(capsys, run, tmp_path):
+    import subprocess
+
+    work = copy_of(run, tmp_path)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a command killed with -9 leaves its lock behind
+    _lock_owned_by(work, gone.pid, "evaluate")
+    code, err = run_cli(capsys, "evaluate", "--workdir", work)
+    assert code == 0, err
+    assert "removed a stale lock" in LAST_OUT[0] and f"pid {gone.pid}" in LAST_OUT[0]
+    assert not (work / provenance.LOCK_FILE).exists()
+
+
+def test_a_reused_pid_does_not_keep_a_lock(capsys, run, tmp_path):
+    """The lock records the owner's start time: another process with the same pid is not it."""
+    work = copy_of(run, tmp_path)
+    record = provenance.lock_record(os.getppid(), "attack")  # a live process ...
+    record["pid_start"] = "1"  # ... that started at another time than the owner
+    (work / provenance.LOCK_FILE).write_text(json.dumps(record))
+    code, err = run_cli(capsys, "analyze", "--workdir", work)
+    assert code == 0, err
+    assert "removed a stale lock" in LAST_OUT[0]
+
+
+# --- Failures of the machine and of other libraries, as sentences ---
+def test_a_full_disk_while_simulating_is_a_sentence(capsys, monkeypatch, tmp_path):
+    import errno
+
+    import _tiny_dataset
+    from jaxrobust.data import store
+
+    def no_space(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store, "atomic_save_npy", no_space)
+    out = tmp_path / "sim"
+    refused(capsys, "simulate", "--out", out, *_tiny_dataset.TINY_OVERRIDES, names=[out / "images_Y10_train.npy"],
+            says=["disk is full", "free some space"])
+
+
+def test_a_full_disk_while_checkpointing_is_not_called_an_unreadable_checkpoint(capsys, monkeypatch, dataset, tmp_path):
+    from jaxrobust import checkpoint
+
+    work = tmp_path / "new"
+
+    def no_space(*args, **kwargs):  # the text orbax / tensorstore raise on a full disk
+        raise ValueError(f'RESOURCE_EXHAUSTED: Error writing local file "{work}/checkpoints/latest/0/d/x": '
+                         "No space left on device [OS error: No space left on device]")
+
+    monkeypatch.setattr(checkpoint, "save", no_space)
+    line = refused(capsys, "train", "--data", dataset, "--workdir", work, *tiny.TRAIN_ARGS,
+                   names=[work / "checkpoints"], says=["disk is full", "--resume"])
+    assert "unreadable" not in line
+
+
+def test_a_truncated_checkpoint_array_names_the_array_without_library_internals(capsys, run, tmp_path):
+    work = copy_of(run, tmp_path)
+    _truncated_checkpoint(work)
+    line = refused(capsys, "evaluate", "--workdir", work, names=[work / "checkpoints"], says=["truncated or corrupt"])
+    assert "TensorStore" not in line and "<bound method" not in line and "OCDBT database" not in line
+
+
+def test_a_colour_file_of_words_is_a_sentence(capsys, run, tmp_path):
+    work = copy_of(run, tmp_path)
+    colours = tmp_path / "colours.txt"
+    colours.write_text("red green blue\nwhite black grey\n")
+    refused(capsys, "scan", "--workdir", work, "--colours", colours, "--images", "1", names=[colours],
+            says=["not a colour file", "three numbers"])
+
+
+@pytest.fixture(scope="module")
+def tfds_dataset(tmp_path_factory, dataset) -> Path:
+    """The tiny dataset built as a TFDS dataset (array_record shards)."""
+    pytest.importorskip("tensorflow_datasets", reason="needs the `tfds` extra")
+    pytest.importorskip("array_record", reason="needs the `tfds` extra")
+    from jaxrobust.data import tfds as jr_tfds
+
+    return jr_tfds.build(tmp_path_factory.mktemp("tfds") / "data", "zenodo", manual_dir=dataset)
+
+
+def _empty_dataset_info(folder):
+    (folder / "dataset_info.json").write_text("")
+    return folder / "dataset_info.json", "empty file"
+
+
+def _truncated_shard(folder):
+    shard = next(p for p in sorted(folder.iterdir()) if "train.array_record" in p.name)
+    truncate(shard)
+    return shard, "truncated or corrupt array_record shard"
+
+
+@pytest.mark.parametrize("damage", [_empty_dataset_info, _truncated_shard])
+def test_a_damaged_tfds_dataset_is_a_sentence(capsys, tfds_dataset, tmp_path, damage):
+    folder = copy_of(tfds_dataset, tmp_path)
+    name, says = damage(folder)
+    refused(capsys, "train", "--data", folder, "--workdir", tmp_path / "run", *tiny.TRAIN_ARGS, names=[name],
+            says=[says, "build the TFDS dataset again"])
 
 
 # --- Resume: torn metrics, no checkpoint ---

@@ -74,8 +74,37 @@ def test_kill_before_the_first_checkpoint_resumes_from_scratch_to_identical_numb
     code, out, err = cli(capsys, "train", "--data", dataset, "--workdir", killed, "--resume", *tiny.TRAIN_ARGS)
     assert code == 0, err
     assert "starting over" in out
+    assert "removed a stale lock of `jaxrobust train`" in out  # the killed command's lock
     # the same numbers as the uninterrupted run (same data, settings and seed), each epoch once
     assert _synthetic.metric_rows(_rows(killed)) == _synthetic.metric_rows(_rows(reference))
+
+
+def test_ctrl_c_during_train_says_how_to_resume_and_a_second_writer_is_refused(capsys, tmp_path):
+    """A second command on the folder while train runs is refused; Ctrl-C (SIGINT) ends train
+    with a sentence (exit 130) and `--resume` then reaches the uninterrupted run's numbers."""
+    dataset, reference = tiny.shared_run()
+    work = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "jaxrobust.cli", "train", "--data", str(dataset), "--workdir", str(work),
+           *tiny.TRAIN_ARGS]
+    proc = subprocess.Popen(cmd, env=_synthetic.subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while not (work / "config.json").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    code, _, err = cli(capsys, "train", "--data", dataset, "--workdir", work, "--resume", *tiny.TRAIN_ARGS)
+    assert code == 2 and "in use by `jaxrobust train`" in err and f"pid {proc.pid}" in err, err
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    if proc.returncode == 0:
+        pytest.skip("training finished before the interrupt arrived")
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "interrupted (Ctrl-C)" in lines[0] and "--resume" in lines[0], stderr
+    assert not (work / ".jaxrobust.lock").exists()  # given back on the way out
+    code, out, err = cli(capsys, "train", "--data", dataset, "--workdir", work, "--resume", *tiny.TRAIN_ARGS)
+    assert code == 0, err
+    assert _synthetic.metric_rows(_rows(work)) == _synthetic.metric_rows(_rows(reference))
 
 
 def _rows(run: Path) -> list[dict]:

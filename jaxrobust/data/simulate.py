@@ -27,7 +27,7 @@ from pathlib import Path
 import galsim
 import numpy as np
 
-from jaxrobust import io
+from jaxrobust import io, provenance
 from jaxrobust.data import catalogue, morphology, population
 from jaxrobust.progress import progress_bar
 
@@ -743,6 +743,8 @@ def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool
     _check_split_sizes(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "dataset.json").unlink(missing_ok=True)
+    # written first, removed after dataset.json: a folder killed anywhere in between says so
+    (out_dir / provenance.SIMULATING_MARKER).write_text("`jaxrobust simulate` is writing this dataset\n")
     result = simulate_galaxies(spec, workers=config.data.workers if workers is None else workers,
                                progress=progress)
     galaxies = result.accepted
@@ -789,4 +791,5 @@ def simulate_dataset(config, out_dir, workers: int | None = None, progress: bool
         simulation_seconds=round(result.seconds, 2), workers=workers or config.data.workers or os.cpu_count(),
         galaxies_per_second=round(len(galaxies) / result.seconds, 3))
     store.write_info(out_dir, info)
+    (out_dir / provenance.SIMULATING_MARKER).unlink(missing_ok=True)
     return info

@@ -209,9 +209,43 @@ def data_sources(path) -> tuple[Path, dict]:
     root = store.find_tfds_dir(Path(path))
     if root is None:
         raise store.DataError(f"{path}: no TFDS dataset ({' + '.join(store.TFDS_MARKERS)}) here")
-    builder = tfds.builder_from_directory(str(root))
+    for name in store.TFDS_MARKERS:  # TFDS's own parser says "Failed to load JSON" without the file
+        info_path = root / name
+        try:
+            json.loads(info_path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise store.DataError(f"{info_path}: not valid JSON ({'empty file' if not info_path.read_bytes().strip() else err}); "
+                                  f"{REBUILD}") from err
+    try:
+        builder = tfds.builder_from_directory(str(root))
+    except Exception as err:  # TFDS's reader: protobuf, key and value errors of a damaged record
+        raise store.DataError(f"{root / 'dataset_info.json'}: TFDS cannot read this dataset ({_short(err)}); "
+                              f"{REBUILD}") from err
     _check_info(root, builder.info)
-    return root, builder.as_data_source()
+    try:
+        return root, builder.as_data_source()
+    except RuntimeError as err:
+        raise store.DataError(_damaged_shard(root, err)) from err
+
+
+REBUILD = "build the TFDS dataset again (jaxrobust.data.tfds.build) or copy it again"
+
+
+def _short(err: BaseException) -> str:
+    return " ".join(str(err).split())[:160] or type(err).__name__
+
+
+def _damaged_shard(root: Path, err: BaseException) -> str:
+    """A sentence naming the array_record shard that cannot be read (each is opened in turn)."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    for shard in sorted(p for p in Path(root).iterdir() if ".array_record" in p.name):
+        try:
+            reader = ArrayRecordReader(str(shard))
+            reader.close()
+        except Exception as shard_err:  # noqa: BLE001 - the reader raises plain RuntimeErrors
+            return f"{shard}: truncated or corrupt array_record shard ({_short(shard_err)}); {REBUILD}"
+    return f"{root}: a shard cannot be read ({_short(err)}); {REBUILD}"
 
 
 def _check_info(root: Path, info) -> None:
@@ -281,8 +315,11 @@ def load_prepared_tfds(path, percentiles=(0.1, 99.9), stretch: float = 0.85, sta
                        check_finite: bool = True) -> preprocess.PreparedData:
     """A prepared TFDS dataset as `PreparedData`, normalised exactly as `preprocess.prepare`."""
     root, sources = data_sources(path)
-    return prepared_from_sources(sources, percentiles, stretch, stats_from, subsample_size, seed,
-                                 check_finite, source=root)
+    try:
+        return prepared_from_sources(sources, percentiles, stretch, stats_from, subsample_size, seed,
+                                     check_finite, source=root)
+    except RuntimeError as err:  # array_record's reader on a damaged shard
+        raise store.DataError(_damaged_shard(root, err)) from err
 
 
 def prepared_from_sources(sources: dict, percentiles=(0.1, 99.9), stretch: float = 0.85,
