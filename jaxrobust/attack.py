@@ -58,11 +58,10 @@ class AttackSpec:
 
     @classmethod
     def from_config(cls, config) -> "AttackSpec":
+        """The spec from the config's `attack` section: each field is the key of its name, cast to the
+        field's type (a run folder's config is read with every key: config.read_run_config)."""
         a = config.attack
-        return cls(int(a.population), float(a.differential_weight), int(a.max_generations), bool(a.targeted),
-                   float(a.target_threshold), float(a.untargeted_threshold), int(a.block_generations),
-                   int(a.get("tasks_per_call", a.get("images_per_call"))), int(a.chunk_candidates),
-                   bool(a.get("only_correct", True)), str(a.get("colour_init", "normal")))
+        return cls(**{f.name: type(f.default)(a[f.name]) for f in dataclasses.fields(cls)})
 
     def validate(self) -> None:
         if self.colour_init not in COLOUR_INITS:

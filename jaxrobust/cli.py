@@ -145,15 +145,6 @@ def _data_dir(args, config) -> Path:
     return Path(source)
 
 
-def _run_attack_overrides(config, overrides):
-    from jaxrobust import config as config_lib
-
-    bad = [o for o in overrides if not o.split("=", 1)[0].startswith(("attack.", "seed"))]
-    if bad:
-        raise SystemExit(f"error: `attack` takes attack.* overrides only, got {bad}")
-    return config_lib.copy_with(config, {k: config_lib.parse_value(v) for k, v in (o.split("=", 1) for o in overrides)})
-
-
 COMPILATION_CACHE_ENV = "JAXROBUST_COMPILATION_CACHE"
 
 
@@ -272,7 +263,7 @@ def _dispatch(args, config_lib) -> int:
         from jaxrobust import attack
         from jaxrobust.data import load_prepared
 
-        config = _run_attack_overrides(config_lib.read_run_config(args.workdir), args.overrides)
+        config = config_lib.run_overrides(config_lib.read_run_config(args.workdir), args.overrides, ("attack",), "attack")
         provenance.check_writable(args.workdir, "--workdir")  # before the attack, not after it
         provenance.lock_folder(args.workdir, "attack")
         data = load_prepared(_data_dir(args, config), config)
@@ -282,7 +273,8 @@ def _dispatch(args, config_lib) -> int:
         from jaxrobust import scan
         from jaxrobust.data import load_prepared
 
-        config = scan.with_overrides(config_lib.read_run_config(args.workdir), args.overrides)
+        config = config_lib.run_overrides(config_lib.read_run_config(args.workdir), args.overrides,
+                                          ("attack", "scan"), "scan")
         provenance.check_writable(args.workdir, "--workdir")
         provenance.lock_folder(args.workdir, "scan")
         data = load_prepared(_data_dir(args, config), config)

@@ -471,3 +471,23 @@ def copy_with(config: ml_collections.ConfigDict, updates: dict) -> ml_collection
         set_dotted(new, dotted, value)
     new.lock()
     return new
+
+
+def run_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str], sections: tuple[str, ...],
+                  command: str) -> ml_collections.ConfigDict:
+    """A locked copy of a trained run's config with `key=value` overrides of the given sections
+    (and the top-level `seed`) applied: what `attack` and `scan` may change without retraining.
+
+    An override of another key raises ConfigError naming `command` and what it takes.
+    """
+    overrides = list(overrides)
+    allowed = lambda key: key == "seed" or key.split(".", 1)[0] in sections  # noqa: E731
+    bad = [o for o in overrides if not allowed(o.split("=", 1)[0].strip())]
+    if bad:
+        takes = ", ".join(f"{s}.*" for s in sections)
+        raise ConfigError(f"`{command}` takes {takes} and seed overrides only, got {bad}; the other "
+                          "settings are the trained run's (retrain to change them)")
+    new = ml_collections.ConfigDict(config.to_dict())
+    apply_overrides(new, overrides)
+    new.lock()
+    return new

@@ -15,9 +15,10 @@ STREAMS = {"init": 0, "shuffle": 1, "shuffle_target": 2, "dropout": 3, "attack":
 
 
 def run_seed(config) -> int:
-    """The seed of a run's training and attack streams: `run_seed`, or `seed` when it is -1
-    (or absent, in configs saved before the key existed). The data draw always uses `seed`."""
-    value = int(config.get("run_seed", -1))
+    """The seed of a run's training and attack streams: `run_seed`, or `seed` when it is -1 (a
+    run folder saved before the key existed reads it as -1: config.read_run_config). The data
+    draw always uses `seed`."""
+    value = int(config["run_seed"])
     return int(config["seed"]) if value < 0 else value
 
 

@@ -357,37 +357,10 @@ PARTS_DIR = "scan_parts"  # per-image results of an unfinished scan (removed whe
 MAP_KEYS = ("max_probability", "max_colour", "min_true_probability", "min_true_colour")
 
 
-def scan_section(config):
-    """The config's `scan` section; the base defaults for runs saved before the section existed."""
-    if "scan" in config:
-        return config.scan
-    from jaxrobust.config import base_config
-
-    return base_config().scan
-
-
-def with_overrides(config, overrides=()):
-    """A run's config with a `scan` section (the base defaults when the run predates it) and
-    attack.* / scan.* / seed overrides (`key=value` strings) applied; a locked copy."""
-    import ml_collections
-
-    from jaxrobust import config as config_lib
-
-    values = config.to_dict()
-    values.setdefault("scan", scan_section(config).to_dict())
-    bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith(("attack.", "scan.", "seed"))]
-    if bad:
-        raise config_lib.ConfigError(f"`scan` takes attack.*, scan.* and seed overrides only, got {bad}")
-    new = ml_collections.ConfigDict(values)
-    config_lib.apply_overrides(new, overrides)
-    new.lock()
-    return new
-
-
 def images_to_scan(config, n_images: int | None = None) -> int:
     """How many images of the attack subsample to scan: `n_images` (or scan.n_images), at most
     attack.n_images (0: every test image, no cap here), so every scanned image is one the attack saw."""
-    n = int(n_images if n_images is not None else scan_section(config).n_images)
+    n = int(n_images if n_images is not None else config.scan.n_images)
     if n < 1:
         raise ValueError(f"scan.n_images / --images must be an integer >= 1, got {n}")
     cap = int(config.attack.n_images)
@@ -446,7 +419,7 @@ def scan_run(run_dir, data, config=None, colours: str | None = None, n_images: i
     run_dir = Path(run_dir)
     model, variables, run_config = checkpoint.load_variables(run_dir)
     config = config or run_config
-    colours = str(colours or scan_section(config).colours)
+    colours = str(colours or config.scan.colours)
     n = images_to_scan(config, n_images)
     spec = AttackSpec.from_config(config)
     y10, _, labels, index = attack_lib.attack_images(data, int(config.attack.n_images), int(config.seed))
@@ -544,7 +517,7 @@ def is_current(run_dir, config, colours: str | None = None, n_images: int | None
         return False
     info = json.loads(info_path.read_text())
     recorded = info.get("settings", {})
-    expected = scan_settings(config, str(colours or scan_section(config).colours), images_to_scan(config, n_images),
+    expected = scan_settings(config, str(colours or config.scan.colours), images_to_scan(config, n_images),
                              recorded.get("evaluator", ""))
     if recorded != expected or recorded.get("evaluator") not in _evaluator_names(config.attack.evaluator):
         return False
@@ -633,5 +606,5 @@ def de_vs_exhaustive_markdown(rows: dict, colours: str) -> str:
 
 __all__ = ["BUILTIN_SETS", "ColourSetEvaluator", "colour_set", "de_vs_exhaustive", "de_vs_exhaustive_markdown",
            "images_to_scan", "is_current", "load_scan", "scan_run", "scan_settings", "vulnerability_map",
-           "with_overrides", "corner_colours", "grid_colours",
+           "corner_colours", "grid_colours",
            "minmax_colours", "load_colour_file", "scan_images", "scan_with_evaluator"]

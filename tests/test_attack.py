@@ -248,7 +248,20 @@ def test_four_fake_devices_give_the_same_results_as_one():
 
 
 # --- Config ---
-def test_tasks_per_call_key_and_its_old_name():
+def test_attack_spec_reads_every_field_from_the_key_of_its_name():
+    from jaxrobust import config as config_lib
+
+    config = config_lib.base_config()
+    config_lib.apply_overrides(config, [
+        "attack.population=12", "attack.differential_weight=0.8", "attack.max_generations=3", "attack.targeted=False",
+        "attack.target_threshold=0.6", "attack.untargeted_threshold=0.1", "attack.block_generations=2",
+        "attack.tasks_per_call=4", "attack.chunk_candidates=64", "attack.only_correct=False",
+        "attack.colour_init=image_range"])
+    assert attack.AttackSpec.from_config(config) == attack.AttackSpec(12, 0.8, 3, False, 0.6, 0.1, 2, 4, 64, False,
+                                                                      "image_range")
+
+
+def test_tasks_per_call_key_and_its_old_name(tmp_path):
     from jaxrobust import config as config_lib
 
     config = config_lib.base_config()
@@ -259,4 +272,5 @@ def test_tasks_per_call_key_and_its_old_name():
     # a run folder's config.json from before the rename still gives its setting
     old = config_lib.base_config().to_dict()
     old["attack"]["images_per_call"] = old["attack"].pop("tasks_per_call") - 11
-    assert attack.AttackSpec.from_config(config_lib.from_json(json.dumps(old))).tasks_per_call == 5
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert attack.AttackSpec.from_config(config_lib.read_run_config(tmp_path)).tasks_per_call == 5

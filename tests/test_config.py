@@ -199,3 +199,18 @@ def test_an_old_run_folder_reads_with_renamed_keys_and_every_default(tmp_path):
 def test_a_renamed_key_is_refused_as_an_override_naming_its_new_name():
     with pytest.raises(cfg.ConfigError, match=r"'train.domain_adaptation' was renamed to 'train.da_loss'.*True is 'mmd'"):
         load_config("quick", ["train.domain_adaptation=True"])
+
+
+def test_attack_and_scan_take_their_own_sections_and_the_seed_only():
+    config = cfg.copy_with(cfg.base_config(), {"train.epochs": 4})
+    new = cfg.run_overrides(config, ["attack.population=40", "seed=3"], ("attack",), "attack")
+    assert new.attack.population == 40 and new.seed == 3 and new.train.epochs == 4
+    assert cfg.run_overrides(config, ["scan.n_images=2"], ("attack", "scan"), "scan").scan.n_images == 2
+    with pytest.raises(cfg.ConfigError, match=r"`attack` takes attack\.\* and seed overrides only, got \['scan.n_images=2'\]"):
+        cfg.run_overrides(config, ["scan.n_images=2"], ("attack",), "attack")
+    with pytest.raises(cfg.ConfigError, match=r"`scan` takes attack\.\*, scan\.\* and seed overrides only.*train.epochs"):
+        cfg.run_overrides(config, ["train.epochs=2"], ("attack", "scan"), "scan")
+    with pytest.raises(cfg.ConfigError, match="seeds"):
+        cfg.run_overrides(config, ["seeds=2"], ("attack",), "attack")
+    with pytest.raises(cfg.ConfigError, match="attack.populaton"):  # an unknown key of an allowed section
+        cfg.run_overrides(config, ["attack.populaton=2"], ("attack",), "attack")

@@ -352,4 +352,4 @@ def test_study_seeds_vary_the_run_seed_only():
     seeded = study.seed_config(config, 2)
     assert rng.run_seed(seeded) == 2 and seeded.seed == 7 and seeded.data == config.data
     assert training_settings(seeded) != training_settings(config)  # a different run folder's training
-    assert rng.run_seed({"seed": 4}) == 4  # a run config saved before run_seed existed
+    assert rng.run_seed({"seed": 4, "run_seed": -1}) == 4  # -1: the data seed (an old run's, read_run_config)

@@ -358,7 +358,7 @@ def test_bad_inputs_are_one_sentence_errors(tmp_path, run_parts, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "not a training run folder" in err and "\n" not in err
     with pytest.raises(config_lib.ConfigError, match="attack.\\*, scan.\\* and seed overrides only"):
-        scan.with_overrides(run_parts.config, ["train.epochs=2"])
+        config_lib.run_overrides(run_parts.config, ["train.epochs=2"], ("attack", "scan"), "scan")
 
 
 # --- Sharded over devices: the same maps ---
