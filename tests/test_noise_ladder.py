@@ -121,3 +121,24 @@ def test_band_axis_last():
     square = nhwc[:, :3, :3]  # (8, 3, 3, 3): the wrong axis has 3 entries, the skies do not fit
     with pytest.raises(ValueError, match="whole number of electrons"):
         noise_ladder(square, 1, sky, np.random.default_rng(9), band_axis=1)
+
+
+def test_the_simulators_own_files():
+    """On a dataset written by `jaxrobust simulate` (the sky of its config): the counts are whole
+    electrons, t = 10 is the Y10 file itself and t = 1 has the Y1 file's sky-dominated variance."""
+    import _tiny_dataset
+
+    folder, info = _tiny_dataset.tiny_dataset()
+    area = info["config"]["data"]["sky_area_per_pixel_arcsec2"]
+    sky = sky_y1(area)
+    y10 = np.load(folder / "images_Y10_train.npy")
+    y1 = np.load(folder / "images_Y1_train.npy").astype(np.float64)
+    assert np.array_equal(noise_ladder(y10, 10, sky, np.random.default_rng(0)), y10)
+    x1 = noise_ladder(y10, 1, sky, np.random.default_rng(1)).astype(np.float64)
+    # the corner 20 x 20 pixels: sky only in most stamps, variance ~ B; the same for the Y1 file
+    corner = (slice(None), slice(None), slice(0, 20), slice(0, 20))
+    for images in (x1, y1):
+        var = np.median(images[corner].var(axis=(2, 3)), axis=0)  # per band, median over stamps
+        assert np.all(np.abs(var / sky - 1) < 0.1), (var, sky)
+    with pytest.raises(ValueError, match="whole number of electrons"):
+        noise_ladder(y10, 1, sky_y1(0.04), np.random.default_rng(0))
