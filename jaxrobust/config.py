@@ -448,9 +448,13 @@ def training_settings(config) -> dict:
 
     A key the config lacks counts at its `base_config` default: a run folder written before the
     key existed was trained with the behaviour that default keeps, so it stays current.
+    `data.source` (where the dataset lies) is left out: the data's fingerprint decides whether
+    the data are the same (provenance.py), so a dataset or study moved to another path resumes.
     """
     values = _with_defaults(_renamed(json.loads(to_json(ml_collections.ConfigDict(config)))),
                             json.loads(to_json(base_config())))
+    if isinstance(values.get("data"), dict):
+        values["data"] = {k: v for k, v in values["data"].items() if k != "source"}
     return {k: v for k, v in values.items() if k not in ("attack", "scan", "analysis")}
 
 

@@ -271,6 +271,13 @@ def _nan_pixel(folder):  # already clear before issue 15: keep it so
     np.save(folder / "images_Y10_valid.npy", y10)
 
 
+def _float16_overflow(folder):
+    y10 = np.load(folder / "images_Y10_valid.npy")
+    y10[2, 1, 5, 5] = 70000.0  # electrons: above float16's largest value, 65,504
+    with np.errstate(over="ignore"):  # the overflow is the point
+        np.save(folder / "images_Y10_valid.npy", y10.astype(np.float16))
+
+
 def _labels_not_one_hot(folder):  # already clear before issue 15
     labels = np.load(folder / "labels_test.npy")
     labels[2] = [1, 1, 0]
@@ -290,6 +297,7 @@ DATASET_DAMAGE = {
     "all_zero_images": (_all_zero_images, "images_Y1_test.npy", "percentile"),
     "truncated_metadata_150": (_truncated_metadata_150, "metadata_150.npz", "simulate or download"),
     "nan_pixel": (_nan_pixel, "images_Y10_valid.npy", "non-finite"),
+    "float16_overflow": (_float16_overflow, "images_Y10_valid.npy", "float16 array holds at most 65,504"),
     "labels_not_one_hot": (_labels_not_one_hot, "labels_test.npy", "not one-hot"),
     "missing_split": (_missing_split, "images_Y1_valid.npy", "not found"),
 }
@@ -696,6 +704,25 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(capsys, run, dataset, tmp
     assert "metrics.jsonl" in LAST_OUT[0] and "torn" in LAST_OUT[0]
     epochs = [json.loads(x)["epoch"] for x in (work / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [0, 1]
+
+
+def test_resume_after_the_dataset_moved_is_decided_by_its_fingerprint(capsys, run, dataset, tmp_path):
+    """The same files at a new path: resuming is allowed (the path is not a training setting)."""
+    from jaxrobust import config as config_lib, pipeline
+
+    moved = copy_of(dataset, tmp_path, "moved")
+    work = copy_of(run, tmp_path)
+    code, err = run_cli(capsys, "train", "--data", moved, "--workdir", work, "--resume", *tiny.TRAIN_ARGS)
+    assert code == 0, err
+    assert (work / "metrics.jsonl").read_bytes() == (run / "metrics.jsonl").read_bytes()  # finished: nothing retrained
+    config = config_lib.read_run_config(work)
+    assert config.data.source == str(moved.resolve())
+    # what `reproduce` in a study copied elsewhere asks: the same training, whatever the path
+    old = config_lib.read_run_config(run)
+    assert pipeline.same_training(work, old) and old.data.source != config.data.source
+    changed = changed_dataset(dataset, tmp_path)  # other contents are still refused
+    refused(capsys, "train", "--data", changed, "--workdir", work, "--resume", *tiny.TRAIN_ARGS,
+            names=[changed], says=["not the data"])
 
 
 def test_resume_without_a_checkpoint_starts_over_and_says_so(capsys, run, dataset, tmp_path):

@@ -294,6 +294,11 @@ def check_images(array: np.ndarray, path: Path, check_finite: bool = True) -> No
             block = np.asarray(array[start:start + 512])
             if not np.all(np.isfinite(block)):
                 bad = start + int(np.flatnonzero(~np.isfinite(block).reshape(len(block), -1).all(1))[0])
+                if array.dtype == np.float16 and not np.isnan(block).any():
+                    # raw electrons above float16's largest value become inf when the array is saved
+                    raise DataError(f"{path}: image {bad} has inf pixels: a float16 array holds at most 65,504 "
+                                    "(electrons here), brighter pixels overflow when saved; save the images as "
+                                    "float32, as published")
                 raise DataError(f"{path}: image {bad} has non-finite (NaN or inf) pixels")
 
 
