@@ -106,7 +106,7 @@ def _run_variant(config, run_dir: Path, data, log=print) -> None:
         robustness.robustness_run(run_dir, data, config, log=log)
     if not config.scan.enabled:
         return
-    if scan.is_current(run_dir, config):
+    if scan.is_current(run_dir, config) and provenance.unit_current(run_dir, "scan", source, inputs):
         log(f"[{name}] scan current: skipped")
     else:
         scan.scan_run(run_dir, data, config, log=log)

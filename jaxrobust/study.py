@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from jaxrobust import config as config_lib
-from jaxrobust import findings, io, pipeline, robustness
+from jaxrobust import findings, io, pipeline, provenance, robustness
 
 
 def seed_folder(workdir: Path, seed: int) -> Path:
@@ -42,6 +42,9 @@ def run_study(config, workdir: Path, seeds: int, data_dir: Path | None = None, l
         log(f"[study] seed {seed} of {seeds}: {seed_folder(workdir, seed)}")
         pipeline.reproduce(seed_config(config, seed), seed_folder(workdir, seed), data_dir, log)
         seed_dirs.append(seed_folder(workdir, seed))
+    for seed_dir in seed_dirs[1:]:  # every seed trained on one dataset and attacked on the same images
+        for _, folder in findings.ARMS:
+            provenance.check_pair(seed_dirs[0] / folder, seed_dir / folder)
     result = findings.study_findings(seed_dirs, config.model.name, list(range(seeds)))
     result["seconds"] = round(time.perf_counter() - start, 1)
     findings.write_findings(result, workdir)
