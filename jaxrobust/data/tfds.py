@@ -46,7 +46,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from jaxrobust import config as config_lib
-from jaxrobust.data import ensure_simulated, preprocess, store
+from jaxrobust.data import preprocess, store
 
 NAME = "deep_adversaries"
 IMAGE_FEATURES = {"Y10": "image_y10", "Y1": "image_y1"}
@@ -152,7 +152,10 @@ def _simulate(builder_config: DeepAdversariesConfig, download_dir: Path) -> Path
     config = config_lib.load_config(builder_config.config_file, list(builder_config.overrides))
     digest = hashlib.sha256(config_lib.to_json(config).encode()).hexdigest()[:12]
     out = download_dir / f"simulated_{builder_config.name}_{digest}"
-    ensure_simulated(config, out)
+    if not store.dataset_is_current(out, config):  # as data.ensure_simulated, which imports this module
+        from jaxrobust.data import simulate  # GalSim: slow to import, needed only to simulate
+
+        simulate.simulate_dataset(config, out)
     return out
 
 
