@@ -341,6 +341,17 @@ def check_outputs(run_dir, source: dict | None, units=("evaluate", "attack", "sc
             raise ProvenanceError(f"{run_dir / names[0]}: made from {why}; {remedy}")
 
 
+def units_of_other_data(run_dir, units=("evaluate", "attack", "scan")) -> list[str]:
+    """The units of a run made from other data than it was trained on (`--force`): those whose
+    recorded data digest differs from the digest of provenance.json's fingerprint."""
+    record = read_run(run_dir) or {}
+    if record.get("data") is None:
+        return []
+    trained = hashlib.sha256(json.dumps(record["data"], sort_keys=True).encode()).hexdigest()[:16]
+    return [unit for unit in units
+            if (unit_record(run_dir, unit).get("inputs") or {}).get("data") not in (None, trained)]
+
+
 def check_pair(first, second) -> None:
     """Refuses to compare two runs (regular vs DA, seeds of a study) that were not trained on one
     dataset or whose attacks did not attack the same images of it, naming the file that differs.

@@ -339,6 +339,11 @@ def render_report(runs: list[RunArtifacts], result: dict, out_dir: Path) -> str:
     if all(s is not None for s in summaries.values()):
         parts.append("\n## Exact robustness measures: margin, minimal flip, censored medians\n\n"
                      + robustness.render_markdown(summaries))
+    for r in runs:  # `evaluate --force` / `attack --force`: allowed, and said where the numbers appear
+        forced = provenance.units_of_other_data(r.dir)
+        if forced:
+            parts.append(f"\nNote: {r.name}'s {' and '.join(forced)} results come from other data than the run "
+                         f"was trained on (`--force`); rerun them without --force for the run's own data.\n")
     stale = [reason for r in runs if (reason := robustness.stale_reason(r.dir)) is not None]
     if stale:  # never the measures of an earlier attack beside this one's counts
         parts.append("\nThe exact robustness measures are left out: " + "; ".join(stale) + ".\n")

@@ -539,6 +539,10 @@ def test_derived_units_record_their_data_and_reproduce_redoes_an_evaluation_of_o
     assert provenance.unit_record(work, "evaluate")["inputs"] == {"data": provenance.data_digest(changed)}
     assert not provenance.unit_current(work, "evaluate", source, own)
     assert provenance.unit_current(work, "evaluate", source, {"data": provenance.data_digest(changed)})
+    assert provenance.units_of_other_data(work) == ["evaluate"]
+    code, err = run_cli(capsys, "analyze", "--workdir", work)
+    assert code == 0, err
+    assert "evaluate results come from other data" in (work / "report.md").read_text()
 
 
 def test_robustness_of_an_earlier_attack_is_left_out_of_the_report(capsys, run, dataset, tmp_path):
