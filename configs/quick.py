@@ -5,11 +5,10 @@
 What differs from the paper (jaxrobust.config.base_config) and why:
 - 1,000 unique simulated galaxies in the paper's class proportions instead of 25,005, so the
   simulation takes a few minutes and an epoch a few seconds on a laptop CPU.
-- Archive-like noise: sky of 1 arcsec^2 per pixel (lsst_simulation.md §6.1: the archive's r-band
-  sigma in e-) and galaxies of r = 18-21.5 instead of 14-17.5. The published arrays have
+- Archive-like noise: sky of 1 arcsec^2 per pixel (the archive's r-band sigma in e-; docs/data.md) and galaxies of r = 18-21.5 instead of 14-17.5. The published arrays have
   p_lo / p_hi = -0.208 (Y1) and -0.061 (Y10) after the 0.1 / 99.9 percentile clip
-  (lsst_simulation.md §5: their update_sinh output ranges, Y1 [0.412, 0.886], Y10 [0.474,
-  0.886], read from the thesis notebooks on the Zenodo arrays); with the physical §1c sky and
+  (their update_sinh output ranges, Y1 [0.412, 0.886], Y10 [0.474,
+  0.886], read from the thesis notebooks on the Zenodo arrays); with the physical sky (Ivezić et al. 2019, Table 2) and
   bright galaxies ours would be -0.007, the noise invisible after the arcsinh stretch and the
   Y1/Y10 domain shift gone. The dimming is only for the LSST stamps: the labelling catalogue
   sees the galaxies 4 mag brighter (data.catalogue_mag_shift), at the paper's TNG brightness.

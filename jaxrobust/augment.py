@@ -5,7 +5,7 @@ labels' statistics, Lotz et al. 2004) are invariant under rotations and reflecti
 pixel grid the 90-degree rotations and the flips (the dihedral group D4, 8 elements) map pixels
 to pixels exactly, so no interpolation changes the noise. The paper applies four of these
 (horizontal and vertical flip, 90 and 180 degree rotation) once, to the mergers of its dataset
-(paper_method: "mergers augmented"); `random_dihedral` draws one of all eight for every image of
+(Ćiprijanović et al. 2022, section 2.1); `random_dihedral` draws one of all eight for every image of
 every training step (train.augment = "dihedral").
 """
 from __future__ import annotations

@@ -28,7 +28,8 @@ def _bundled_config_dir() -> Path:
 
 
 CONFIG_DIR = _bundled_config_dir()
-# The class order everywhere: label one-hot columns (Zenodo labels_*.npy), logits, figures (paper §2.1).
+# The class order everywhere: label one-hot columns (Zenodo labels_*.npy), logits, figures
+# (Ćiprijanović et al. 2022, section 2.1).
 CLASS_NAMES = ("spiral", "elliptical", "merger")
 
 
@@ -295,10 +296,10 @@ def base_config() -> ml_collections.ConfigDict:
     # --- data: the simulated LSST-like dataset (see jaxrobust/data/simulate.py) ---
     data = config.data = ml_collections.ConfigDict()
     data.source = "simulate"  # "simulate" or a path to a folder of .npy files (Zenodo layout)
-    data.n_spiral = 14312  # unique galaxies per class: paper §2.1
+    data.n_spiral = 14312  # unique galaxies per class: Ćiprijanović et al. 2022, section 2.1
     data.n_elliptical = 8151
     data.n_merger = 2542  # before the x5 augmentation (-> 12,710 merger images)
-    # One continuous generative population labelled afterwards (data/population.py, issue 13), or
+    # One continuous generative population labelled afterwards (data/population.py), or
     # "recipes": the three per-class generators with rejection sampling of datasets made before.
     data.population = "continuous"
     # "catalogue": G-M20 on a Pan-STARRS-like i-band rendering of the same galaxy, as the paper's TNG
@@ -307,17 +308,19 @@ def base_config() -> ml_collections.ConfigDict:
     data.label_by = "catalogue"
     # Magnitudes added to every galaxy in the catalogue rendering only: a config that dims its
     # galaxies to emulate the archive's noise (configs/quick.py) lets the catalogue see them at the
-    # brightness of the paper's TNG sample (r ~ 14-17.5 at z = 0.05, lsst_simulation.md §6.11).
+    # brightness of the paper's TNG sample (r ~ 14-17.5 at z = 0.05: the stellar masses of
+    # Rodriguez-Gomez et al. 2019, log M* 9.8-11.3, at M/L_r = 1-3; docs/data.md).
     data.catalogue_mag_shift = 0.0
-    data.label_band = "i"  # lsst_simulation.md §6.4 recommendation
+    data.label_band = "i"  # Rodriguez-Gomez et al. 2019 show their statmorph measurements in i
     data.label_depth = "Y10"  # "Y10", "Y1" or "noiseless"
     data.max_candidates_factor = 4.0  # give up if a class needs more than this x its count
-    data.mag_r_range = (14.0, 17.5)  # AB, total r: lsst_simulation.md §6.11
-    data.sky_area_per_pixel_arcsec2 = 0.04  # 0.2" pixels (§1c); 1.0 emulates the archive's noise
-    data.merger_augment = True  # identity, h-flip, v-flip, rot90, rot180 (paper §2.1)
-    data.split_fractions = (0.7, 0.1, 0.2)  # train, valid, test (paper §2.1)
+    data.mag_r_range = (14.0, 17.5)  # AB, total r: the TNG sample's brightness (above)
+    # 0.2" pixels (Ivezić et al. 2019, Table 1); 1.0 emulates the archive's noise (docs/data.md)
+    data.sky_area_per_pixel_arcsec2 = 0.04
+    data.merger_augment = True  # identity, h-flip, v-flip, rot90, rot180 (Ćiprijanović et al. 2022, section 2.1)
+    data.split_fractions = (0.7, 0.1, 0.2)  # train, valid, test (Ćiprijanović et al. 2022, section 2.1)
     data.split_mode = "galaxy"  # "galaxy": split unique galaxies, then augment; "paper": images
-    data.n_attack_subsample = 150  # test images in regular_images_150.npy (paper §5.2)
+    data.n_attack_subsample = 150  # test images in regular_images_150.npy (Ćiprijanović+ 2022, sec. 4.1)
     data.workers = 0  # simulation processes; 0 = all cores
     data.gsparams_folding_threshold = 1e-2  # GalSim default 5e-3; see scripts/bench_simulate.py
     data.gsparams_maxk_threshold = 3e-3  # GalSim default 1e-3
@@ -332,7 +335,7 @@ def base_config() -> ml_collections.ConfigDict:
     # --- model ---
     model = config.model = ml_collections.ConfigDict()
     model.name = "convnet"  # "convnet" or "resnet18"
-    model.latent_dim = 256  # bottleneck width (paper §3)
+    model.latent_dim = 256  # bottleneck width (Ćiprijanović et al. 2022, section 3)
     model.num_classes = 3
 
     # --- training (training.py: Adam, weighted CE, MMD) ---
@@ -358,7 +361,7 @@ def base_config() -> ml_collections.ConfigDict:
     # about equal at the end of training. Ours, not tuned by a study: the quick config's regular
     # model has CORAL ~0.007 between Y10 and Y1 batches of 32 (test latents) against a CE of ~0.6.
     train.coral_weight = 100.0
-    # Ablations (issue 14); the defaults are the method as published. Weight decay swapped between
+    # Ablations; the defaults are the method as published. Weight decay swapped between
     # the arms needs no switch: train.weight_decay=1e-4 train.weight_decay_da=1e-3.
     # mixed_batch_forward: the regular arm's forward also carries the Y1 batch (BatchNorm statistics
     # over Y10 + Y1, as with DA) while its loss stays CE on Y10: with train.weight_decay_da set to
@@ -376,12 +379,13 @@ def base_config() -> ml_collections.ConfigDict:
     attack = config.attack = ml_collections.ConfigDict()
     attack.population = 400
     attack.differential_weight = 0.5  # F in DE/rand/1
-    attack.max_generations = 80  # paper §5.2
+    attack.max_generations = 80  # Ćiprijanović et al. 2022, section 5.2
     attack.targeted = True  # paper protocol: each other class in turn, first success kept
     attack.target_threshold = 0.5  # targeted success: p(target) > 0.5
     attack.untargeted_threshold = 0.05  # untargeted success: p(true) < 0.05
-    # Size of the seeded test subsample (paper §5.2: 150). 0 = every test image, in test-split
-    # order: several times the attacked images, so a per-image paired test has less attack noise.
+    # Size of the seeded test subsample (Ćiprijanović et al. 2022, section 4.1: 150). 0 = every
+    # test image, in test-split order: several times the attacked images, so a per-image paired
+    # test has less attack noise.
     attack.n_images = 150
     attack.block_generations = 8  # generations per jitted block between compactions
     attack.tasks_per_call = 16  # attack tasks (image, target class) resident in one jitted block
@@ -395,10 +399,10 @@ def base_config() -> ml_collections.ConfigDict:
     # within the image's own per-band (min, max), to separate extreme-pixel effects from vulnerability.
     attack.colour_init = "normal"
 
-    # --- exhaustive one-pixel scan (jaxrobust/scan.py, issue 16): every pixel x a colour set ---
+    # --- exhaustive one-pixel scan (jaxrobust/scan.py): every pixel x a colour set ---
     scan = config.scan = ml_collections.ConfigDict()
     scan.enabled = True  # `reproduce` scans both runs after their attacks
-    scan.n_images = 150  # first n of the attack subsample (paper §5.2: 150), at most attack.n_images
+    scan.n_images = 150  # first n of the attack subsample (150), at most attack.n_images
     scan.colours = "corners"  # "corners" (8 RGB-cube corners), "minmax", "grid:K" or a .npy/.txt file
 
     # --- analysis ---

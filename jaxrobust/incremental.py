@@ -19,8 +19,8 @@ so shapes stay static and every candidate of a chunk runs as one batched program
 contains every cell the pixel can change (proved by the origin arithmetic in `_next_origin`),
 and cells it recomputes but the pixel cannot change come out equal to the cache, so the result
 equals a full forward pass of the perturbed image up to float rounding. About 0.46 MFLOP per
-candidate instead of 25.9 (counted in scripts/bench_attack.py). Step 4 used to be a dense product of
-the whole (mostly zero) 4,608-wide change with the 4608 x 256 bottleneck, 2.4 MFLOP per
+candidate instead of 25.9 (counted in scripts/bench_attack.py). Step 4 as a dense product of the
+whole (mostly zero) 4,608-wide change with the 4608 x 256 bottleneck would cost 2.4 MFLOP per
 candidate: more than the three convolutions together (docs/performance.md).
 
 ResNet18. The receptive field grows past the feature maps within two stages, so the windows run

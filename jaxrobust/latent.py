@@ -1,7 +1,7 @@
 """Latent-space robustness measures: distances, JS distance, church windows, isomaps.
 
 All inputs are latents of the 256-d bottleneck (N, D) as NumPy or JAX arrays; outputs are NumPy.
-Paper §4: dE = Euclidean distance between the latent of a Y10 image and that of its perturbed
+Ćiprijanović et al. 2022 (DeepAdversaries), section 4.1: dE = Euclidean distance between the latent of a Y10 image and that of its perturbed
 version (Y1 twin or successful one-pixel image); the Jensen-Shannon distance compares the dE
 histograms of regular and DA training; a church window classifies, with the head alone, the
 plane through the Y10 latent spanned by the 1P and Y1 directions.
@@ -73,7 +73,7 @@ def common_bins(a: np.ndarray, b: np.ndarray, bins: int = 20) -> np.ndarray:
 def js_distance(a: np.ndarray, b: np.ndarray, bins: int = 20, base: float = JS_BASE) -> float:
     """Jensen-Shannon distance between the histograms of two samples on common bins.
 
-    Both histograms are normalised to sum to 1 (paper §5.3); scipy's `jensenshannon` returns
+    Both histograms are normalised to sum to 1 (Ćiprijanović et al. 2022, section 5.3); scipy's `jensenshannon` returns
     the square root of the JS divergence, here in base 2, so 0 <= JS <= 1.
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

@@ -38,7 +38,7 @@ def _finish(fig, path: Path, title: str) -> Path:
 
 
 def _fraction_hist(ax, values: np.ndarray, bins, colour: str, label: str) -> None:
-    """A histogram whose bars sum to 1 over `values` (paper §5.3 normalises its histograms so)."""
+    """A histogram whose bars sum to 1 over `values` (Ćiprijanović et al. 2022, section 5.3, normalise their histograms so)."""
     ax.hist(values, bins=bins, weights=np.full(values.size, 1.0 / values.size), color=colour, alpha=0.6,
             label=label)
 
@@ -84,7 +84,7 @@ def gini_m20_diagram(path: Path, gini: np.ndarray, m20: np.ndarray, labels: np.n
         sel = labels == cls
         ax.scatter(m20[sel], gini[sel], s=8, alpha=0.6, color=CLASS_COLOURS[cls],
                    label=f"{name} ({int(sel.sum())})")
-    m20_0 = -0.47 / 0.28  # where the two lines meet (lsst_simulation.md §4.3)
+    m20_0 = -0.47 / 0.28  # where the two lines meet: -1.679 (Ćiprijanović et al. 2022, section 2.1; Lotz et al. 2008)
     left = np.linspace(-3.0, m20_0, 10)
     right = np.linspace(m20_0, 0.0, 10)
     ax.plot(np.concatenate([left, right]), -0.14 * np.concatenate([left, right]) + 0.33, "k-", lw=1.2,

@@ -15,7 +15,7 @@ from tqdm import std as tqdm_std
 from tqdm.auto import tqdm as auto_tqdm
 from tqdm.autonotebook import tqdm as notebook_tqdm  # after tqdm.auto, which silences its warning
 
-INTERVAL_S = 20.0  # seconds between plain progress lines (issue 12 asks for one every ~10-30 s)
+INTERVAL_S = 20.0  # seconds between plain progress lines (one every ~10-30 s in a log)
 
 
 class PlainProgress:

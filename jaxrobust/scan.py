@@ -19,7 +19,7 @@ Colour sets (`colour_set`; config `scan.colours`, CLI `--colours`), in the stret
 model sees, clipped to [0, 1] as the attack's genes are:
   corners   the 8 corners of the RGB cube {0, 1}^3 (default): the extremes of the range the
             attack's colour genes are clipped to, where a single pixel departs most from a
-            galaxy's smooth light (our choice of default; issue 16)
+            galaxy's smooth light (our choice of default)
   minmax    per image, the 8 combinations of each band's own min and max over the image:
             colours that blend into the image's range
   grid:K    the K^3 colours of a regular grid of [0, 1]^3 (K >= 2; grid:2 is the corners)

@@ -41,7 +41,7 @@ from bench_attack import (H, W, convnet_flops, incremental_flops, matmul_flops_p
 from jaxrobust import incremental, scan  # noqa: E402
 from jaxrobust.models import build_model  # noqa: E402
 
-PAPER_IMAGES = 150  # the attack subsample (paper §5.2)
+PAPER_IMAGES = 150  # the attack subsample (Ćiprijanović et al. 2022, section 4.1)
 
 
 def flops_per_candidate(name: str) -> float:

@@ -39,7 +39,7 @@ from jaxrobust.config import load_config  # noqa: E402
 from jaxrobust.data import morphology, simulate  # noqa: E402
 
 CLASS_ORDER = (simulate.ELLIPTICAL, simulate.SPIRAL, simulate.MERGER)
-# The quick dataset before issue 13: recipes labelled on the Y10 stamp, r = 17-20.5.
+# The per-class recipes' quick dataset: labelled on the Y10 stamp, r = 17-20.5.
 RECIPE_OVERRIDES = ["data.population=recipes", "data.label_by=gini_m20", "data.mag_r_range=(17.0, 20.5)"]
 WARM_UP_INDEX = 10**6  # a candidate index far from the timed ones, drawn first and not timed
 

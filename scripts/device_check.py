@@ -48,7 +48,7 @@ from jaxrobust.models import build_model  # noqa: E402
 SCHEMA_VERSION = 1
 H = W = 100
 POPULATION = 400  # the paper's population (onepixel_attack.py)
-# Issue 17's goals for an H200 (ConvNet incremental attack, ResNet18 paper protocol, ConvNet training).
+# The goals for an H200 (ConvNet incremental attack, ResNet18 paper protocol, ConvNet training).
 GOAL_CONVNET_CANDIDATES_PER_S = 1_000_000
 GOAL_RESNET_PROTOCOL_S = 300.0
 GOAL_CONVNET_TRAIN_IMAGES_PER_S = 20_000
@@ -301,7 +301,7 @@ def recommended(attack_rows: list[dict]) -> dict:
 
 
 def goals(rec: dict, train_rows: list[dict], quick: bool) -> dict:
-    """Issue 17's goals with the measured figures; `met` is null in --quick runs."""
+    """The H200 goals (GOAL_*) with the measured figures; `met` is null in --quick runs."""
     convnet = rec.get("convnet", {}).get("incremental", {}).get("candidates_per_second")
     resnet = max((v["candidates_per_second"] for v in rec.get("resnet18", {}).values()), default=None)
     protocol_s = PAPER_PROTOCOL_CANDIDATES / resnet if resnet else None

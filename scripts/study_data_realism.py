@@ -12,7 +12,7 @@ rendering), measures:
       population the catalogue is rendered afterwards for a sample of its galaxies);
   (d) figures: the labelling G-M20 planes side by side, and a preview grid per class;
 plus each dataset's Y1 and Y10 p_lo / p_hi after the 0.1 / 99.9 percentile clip (the archive:
--0.208 and -0.061, lsst_simulation.md §5) and its simulation time.
+-0.208 and -0.061, from the update_sinh ranges of the Zenodo arrays; docs/data.md) and its simulation time.
 
 Missing datasets are simulated first (a few minutes each on 2 cores).
 
@@ -39,11 +39,11 @@ from jaxrobust.config import load_config  # noqa: E402
 from jaxrobust.data import catalogue, simulate  # noqa: E402
 
 CLASS_NAMES = simulate.CLASS_NAMES
-# Today's quick dataset before issue 13: the recipes, labelled on the Y10 i-band stamp, r = 17-20.5.
+# The per-class recipes' quick dataset: labelled on the Y10 i-band stamp, r = 17-20.5.
 OLD_OVERRIDES = ["data.population=recipes", "data.label_by=gini_m20", "data.mag_r_range=(17.0, 20.5)",
                  "data.catalogue_mag_shift=-3.0", "data.preview=False"]
 NEW_OVERRIDES = ["data.preview=False"]
-ARCHIVE_P_RATIO = {"Y1": -0.208, "Y10": -0.061}  # lsst_simulation.md §5 (update_sinh ranges of the Zenodo arrays)
+ARCHIVE_P_RATIO = {"Y1": -0.208, "Y10": -0.061}  # update_sinh ranges of the Zenodo arrays (docs/data.md)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

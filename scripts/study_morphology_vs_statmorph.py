@@ -1,9 +1,9 @@
 """Compare jaxrobust.data.morphology with statmorph 0.7.2 on GalSim stamps.
 
-Draws r-band Y1 stamps (spec lsst_simulation.md sections 1, 2a, 2b) of the
+Draws r-band Y1 stamps (jaxrobust.data.simulate's survey model, docs/data.md) of the
 three intended classes, segments each with ``segment_galaxy``, measures G and
 M20 with our code and with ``statmorph.source_morphology`` on the same segmap
-(gain 1, skybox_size 16, spec 4.6), and writes
+(gain 1, skybox_size 16: statmorph finds no sky box in 100 x 100 stamps of big galaxies otherwise), and writes
 
   DIR/morphology_vs_statmorph.json   summary + per-stamp rows
   DIR/morphology_vs_statmorph.png    our G/M20 against statmorph's, G-M20 plane

@@ -1,5 +1,5 @@
-"""GalSim r-band Y1 stamps for the morphology tests (spec lsst_simulation.md
-sections 1 and 2b): 100 x 100 pixels at 0.2"/px, electrons, Poisson noise
+"""GalSim r-band Y1 stamps for the morphology tests (jaxrobust.data.simulate's
+survey model, docs/data.md): 100 x 100 pixels at 0.2"/px, electrons, Poisson noise
 on a constant sky that is then subtracted.  Test code, not package code."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def disc_galaxy(r_e, q, beta, flux, bulge_fraction=0.0, bulge_r_e=None,
 def pair(first, second, separation, angle=0.0):
     """Two profiles ``separation`` arcsec apart along position angle
     ``angle`` (deg from +x), placed so that their flux-weighted centre is
-    the stamp centre (spec 2a)."""
+    the stamp centre."""
     f1, f2 = first.flux, second.flux
     ux, uy = np.cos(np.radians(angle)), np.sin(np.radians(angle))
     d1 = -separation * f2 / (f1 + f2)
@@ -105,7 +105,7 @@ def pair(first, second, separation, angle=0.0):
                        second.shift(d2 * ux, d2 * uy)])
 
 
-# ---- random models (spec 2a ranges) -----------------------------------------
+# ---- random models (data/simulate.py's recipe ranges)-------------------------------------
 
 def random_elliptical(rng, flux, r_e):
     """Sersic n in [3, 5] (half of them n = 4, de Vaucouleurs), q in
@@ -176,21 +176,21 @@ def random_stamp(index, seed):
                                         galaxy_seed)
     else:
         profile, params = random_pair(rng, flux, galaxy_seed)
-    jitter = rng.uniform(-0.5, 0.5, 2) * PIXEL_SCALE  # spec 2a: +-0.5 px
+    jitter = rng.uniform(-0.5, 0.5, 2) * PIXEL_SCALE  # +-0.5 px
     params.update(index=index, intended=cls, mag_r=round(mag, 3),
                   jitter_arcsec=[round(float(j), 4) for j in jitter])
     image, sky_sigma = draw(profile.shift(*jitter), seed=galaxy_seed + 1)
     return image, sky_sigma, params
 
 
-# ---- the reference stamps of spec 4.5 (r = 16, Y1) ------------------------
+# ---- the reference stamps (r = 16, Y1) ------------------------
 
 def reference_models():
-    """{name: (galsim profile, (G, M20) from the spec 4.5 table, label)}.
+    """{name: (galsim profile, (G, M20) regression targets measured once on these stamps, label)}.
 
     The RandomKnots and spiral-arm rows are left out: the first depends on
     the knot draw (G spans 0.47-0.51 over knot seeds), the second needs the
-    arm template of spec 2a.  The spec does not give the pair geometry: a
+    arm template of data/simulate.py.  The pair geometry is ours: a
     round DeV plus the q = 0.6 disc with its major axis along x, separated
     along 45 deg, reproduces all three pair rows (separating them along x
     gives G = 0.546 instead of 0.567 at d = 8").

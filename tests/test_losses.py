@@ -1,5 +1,5 @@
 """Tests of jaxrobust.losses against hand-worked values and float64 NumPy loops written
-from the paper's definitions (spec paper_method.md, Losses): PyTorch's weighted
+from the definitions (Ćiprijanović et al. 2022, section 3.2 and eq. 2; the published training.py): PyTorch's weighted
 cross-entropy, class weights N / (M n_m), and the 19-kernel RBF MMD (biased with clamps,
 unbiased), with masks, finite-difference gradients and float32 cancellation."""
 import math

@@ -1,7 +1,7 @@
 """Tests of jaxrobust.data.morphology against numbers computed independently:
-the worked example and class boundaries of spec lsst_simulation.md 4.3-4.4,
-the reference table of 4.5 (GalSim stamps built here), photutils for the
-detection segmap and statmorph 0.7.2 for G and M20 (spec 4.6)."""
+a hand-worked example and the class boundaries of Lotz et al. 2008 (ApJ 672,
+177, eqs. 4-6), reference values on GalSim stamps built here, photutils for the
+detection segmap and statmorph 0.7.2 for G and M20."""
 
 import sys
 import warnings
@@ -33,7 +33,7 @@ def _tie_image():
     return image
 
 
-# ---- spec 4.4 worked example ------------------------------------------------
+# ---- a hand-worked example ---------------------------------------------------
 
 def test_worked_example_gini_and_m20():
     g = mo.gini(WORKED[1:4, 1:4])
@@ -83,7 +83,7 @@ def test_gini_of_uniform_values_is_zero_and_of_one_bright_pixel_is_one():
     assert mo.gini([-1.0, 2.0, -3.0]) == pytest.approx(mo.gini([1, 2, 3]))
 
 
-# ---- spec 4.3 class boundaries -----------------------------------------------
+# ---- Lotz et al. 2008 class boundaries-------------------------------------------
 
 def test_classify_on_both_sides_of_the_bulge_line():
     m20 = np.array([-2.5, -2.2, -1.9])
@@ -254,13 +254,13 @@ def test_rotation_matches_skimage_rotate():
             rotate(mask, 180.0, center=center) >= 0.5)
 
 
-# ---- spec 4.5 reference table (GalSim, r = 16, Y1) ---------------------------
+# ---- reference values on GalSim stamps (r = 16, Y1) ---------------------------
 
 REFERENCE = stamps.reference_models()
 
 
 def test_stamp_recipe_numbers():
-    # spec 1c: r-band Y1 sky 12,720 e-/pixel, an r = 16 galaxy 3.82e7 e-
+    # Ivezić et al. 2019 m_sky with WLD's zero point: r-band Y1 sky 12,720 e-/pixel, an r = 16 galaxy 3.82e7 e-
     assert stamps.sky_level() == pytest.approx(12720, abs=1)
     assert stamps.total_flux(16.0) == pytest.approx(3.82e7, rel=2e-3)
 
@@ -276,7 +276,7 @@ def test_reference_table(name):
         assert result["label"] == label
 
 
-# ---- agreement with statmorph (spec 4.6) --------------------------------------
+# ---- agreement with statmorph ---------------------------------------------
 
 def test_agreement_with_statmorph():
     statmorph = pytest.importorskip("statmorph")

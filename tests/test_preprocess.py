@@ -1,5 +1,5 @@
 """jaxrobust.data.preprocess against a direct NumPy transcription of the paper's `update_sinh`
-(import_and_scale.py, AleksCipri/DeepAdversaries; lsst_simulation.md §2d) and np.percentile."""
+(import_and_scale.py, AleksCipri/DeepAdversaries) and np.percentile."""
 from __future__ import annotations
 
 import math

@@ -1,8 +1,10 @@
-"""Physics checks of jaxrobust.data.simulate against lsst_simulation.md (cited as §n).
+"""Physics checks of jaxrobust.data.simulate against its primary sources.
 
-Every expected number is the spec's (its tables §1a-§1d and the checks of §3), recomputed here
-from the spec's inputs or measured with GalSim directly, never read back from the module under
-test. Spec §3 check 8 (normalisation) is here on simulated arrays; the percentile and stretch
+Every expected number is recomputed here from the sources' inputs (Ivezić et al. 2019, ApJ 873,
+111, Tables 1-2: exposure, median sky, theta_eff, m5; WeakLensingDeblending's LSST model, Sánchez
+et al. 2021, descwl/survey.py: zero points, PSF; GalSim's CWW SEDs and LSST bandpasses: colours)
+or measured with GalSim directly, never read back from the module under test. The range of the
+normalised arrays (the published `update_sinh`) is checked here on simulated arrays; the percentile and stretch
 arithmetic itself is tested in test_preprocess.py.
 """
 from __future__ import annotations
@@ -20,14 +22,15 @@ import _tiny_dataset
 
 BANDS = ("g", "r", "i")
 DEPTHS = ("Y1", "Y10")
-# §1c table: sky B in e-/pixel for 0.2" pixels.
+# Sky B in e-/pixel for 0.2" pixels: Ivezić et al. 2019 Table 2 m_sky with WLD's zero points.
 SKY_TABLE = {"Y1": (2417.0, 12720.0, 18281.0), "Y10": (24170.0, 127198.0, 182813.0)}
 SKY_RATE_TABLE = (10.07, 23.04, 33.12)  # e-/s/pixel
-# §1a: exposure per year, zero points, total PSF FWHM.
+# Exposure per year (Ivezić et al. 2019 Table 1 visits / 10 x 30 s), WLD zero points, total PSF FWHM
+# (measured on a GalSim drawing of WLD's PSF).
 T_YEAR_S = np.array([240.0, 552.0, 552.0])
 ZP24 = np.array([50.70, 43.70, 32.36])
 PSF_FWHM_ARCSEC = (0.821, 0.790, 0.759)
-# §1d: (g - r, r - i) and e- ratios (g/r, i/r) at equal exposure, per SED.
+# Computed with GalSim's CWW SEDs at z = 0.05 through its LSST bandpasses: (g - r, r - i) and e- ratios (g/r, i/r) at equal exposure, per SED.
 SED_TABLE = {
     "CWW_E_ext": ((0.819, 0.399), (0.546, 1.069)),
     "CWW_Sbc_ext": ((0.497, 0.332), (0.734, 1.005)),
@@ -39,7 +42,7 @@ SPEC = simulate.SimulationSpec()  # LSST pixels (sky area 0.04 arcsec^2), paper 
 
 
 def expected_flux(mag_r: float, sed: str, years: int = 1) -> np.ndarray:
-    """Total e- per band from the spec's own numbers: t * ZP24 * 10^(-0.4 (m_b - 24)) (§2b.1)."""
+    """Total e- per band from the sources' numbers: t * ZP24 * 10^(-0.4 (m_b - 24)) (WLD descwl/survey.py)."""
     g_r, r_i = SED_TABLE[sed][0]
     mags = np.array([mag_r + g_r, mag_r, mag_r - r_i])
     return years * T_YEAR_S * ZP24 * 10.0 ** (-0.4 * (mags - 24.0))
@@ -61,14 +64,14 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
-# --- §1c sky numbers and §3 checks 1-3: noise of empty stamps ---
+# --- Sky numbers and Poisson noise of empty stamps ---
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_sky_level_matches_spec_table(depth):
     sky = simulate.sky_electrons_per_pixel(depth, 0.04)
     np.testing.assert_allclose(sky, SKY_TABLE[depth], rtol=5e-3)
     rate = sky / (simulate.DEPTH_YEARS[depth] * T_YEAR_S)
     np.testing.assert_allclose(rate, SKY_RATE_TABLE, rtol=5e-3)
-    # The archive-emulation knob scales the sky linearly with the area per pixel (§6.1).
+    # The archive-emulation knob scales the sky linearly with the area per pixel (docs/data.md).
     np.testing.assert_allclose(simulate.sky_electrons_per_pixel(depth, 1.0), sky / 0.04, rtol=1e-12)
 
 
@@ -82,7 +85,7 @@ def test_empty_stamp_mean_and_variance(band, depth):
 
 
 def test_empty_stamp_variance_ratio_y10_over_y1():
-    """observe() on an empty stamp: var(Y10) / var(Y1) = 10 within 7 % per band (§3.2)."""
+    """observe() on an empty stamp: var(Y10) / var(Y1) = 10 within 7 % per band."""
     empty = np.zeros((3, 100, 100))
     y1 = simulate.observe(empty, 1234, "Y1", SPEC)
     y10 = simulate.observe(empty, 1234, "Y10", SPEC)
@@ -93,7 +96,7 @@ def test_empty_stamp_variance_ratio_y10_over_y1():
 
 
 def test_noise_is_poisson_not_gaussian():
-    """g Y1, 10^6 empty pixels: sample skewness = 1/sqrt(B) = 0.0203 within 0.008 (§3.3)."""
+    """g Y1, 10^6 empty pixels: sample skewness = 1/sqrt(B) = 0.0203 within 0.008 (Poisson, not Gaussian)."""
     sky = simulate.sky_electrons_per_pixel("Y1", 0.04)[0]
     assert 1 / math.sqrt(SKY_TABLE["Y1"][0]) == pytest.approx(0.0203, abs=5e-5)
     x = simulate.add_noise(np.zeros((100, 100, 100)), sky, np.random.default_rng(5))
@@ -103,10 +106,10 @@ def test_noise_is_poisson_not_gaussian():
     assert np.all(x == np.round(x + sky) - sky)  # whole electrons before the sky subtraction
 
 
-# --- §3 check 4: flux ---
+# --- Flux ---
 @pytest.mark.parametrize("band", range(3))
 def test_point_source_keeps_flux(band, monkeypatch):
-    """A point source through draw_expected's PSF and drawing keeps >= 0.998 of F_b (§3.4)."""
+    """A point source through draw_expected's PSF and drawing keeps >= 0.998 of F_b."""
     monkeypatch.setattr(simulate, "_component_profile",
                         lambda comp, gsparams: galsim.DeltaFunction(gsparams=gsparams))
     galaxy = one_component_galaxy(mag_r=17.0, kind="point")
@@ -128,7 +131,7 @@ def test_point_source_drawn_directly_with_galsim():
 
 @pytest.mark.parametrize("intended", range(3))
 def test_galaxy_stamp_sums_to_at_most_its_flux(intended):
-    """A drawn galaxy's noiseless stamp holds at most its total flux F_b (§3.4)."""
+    """A drawn galaxy's noiseless stamp holds at most its total flux F_b."""
     for seed in range(3):
         galaxy = simulate.draw_galaxy(np.random.default_rng([intended, seed]), intended, SPEC)
         total = sum(expected_flux(galaxy["mag_r"] - 2.5 * math.log10(c["frac"]), c["sed"])
@@ -138,7 +141,7 @@ def test_galaxy_stamp_sums_to_at_most_its_flux(intended):
         assert np.all(sums >= 0.5 * total), (sums / total, galaxy)  # most of it is in the stamp
 
 
-# --- §3 check 5: PSF ---
+# --- PSF ---
 def half_max_radius(profile_1d: np.ndarray) -> float:
     """Radius in pixels where a profile starting at its peak first falls to half (linear interp)."""
     half = profile_1d[0] / 2
@@ -148,7 +151,7 @@ def half_max_radius(profile_1d: np.ndarray) -> float:
 
 @pytest.mark.parametrize("band", range(3))
 def test_psf_fwhm(band):
-    """A point source at 0.02"/pixel without pixel response: FWHM 0.821/0.790/0.759" (§3.5)."""
+    """A point source at 0.02"/pixel without pixel response: FWHM 0.821/0.790/0.759"."""
     scale, n = 0.02, 201  # odd: the centre is a pixel centre, so the central pixel is the peak
     image = simulate.band_psf(band).drawImage(nx=n, ny=n, scale=scale, method="no_pixel").array
     c = n // 2
@@ -159,7 +162,7 @@ def test_psf_fwhm(band):
     assert galsim.Image(image, scale=scale).calculateFWHM() == pytest.approx(fwhm, rel=0.005)
 
 
-# --- §3 check 6 and §1d: colours ---
+# --- Colours ---
 @pytest.mark.parametrize("sed", sorted(SED_TABLE))
 def test_sed_colours_match_galsim_seds(sed):
     """SED_COLOURS = GalSim's CWW SEDs at z = 0.05 through GalSim's LSST bandpasses (AB)."""
@@ -177,7 +180,7 @@ def test_zero_points_match_galsim_bandpasses(band):
     bandpass = galsim.Bandpass(f"LSST_{BANDS[band]}.dat", "nm").withZeropoint("AB")
     flat = galsim.SED(galsim.LookupTable([100.0, 2000.0], [1.0, 1.0], interpolant="linear"),
                       wave_type="nm", flux_type="fnu").withMagnitude(24.0, bandpass)
-    area_cm2 = math.pi * (642.3 / 2) ** 2  # effective diameter 6.423 m (§1b)
+    area_cm2 = math.pi * (642.3 / 2) ** 2  # effective diameter 6.423 m (WLD effective_area; LSST SMTN-002)
     rate = flat.calculateFlux(bandpass) * area_cm2  # photons/s; the bandpass includes the QE
     assert rate == pytest.approx(simulate.ZP24_E_PER_S[band], rel=2e-3)
     assert simulate.ZP24_E_PER_S[band] == ZP24[band]
@@ -185,7 +188,7 @@ def test_zero_points_match_galsim_bandpasses(band):
 
 @pytest.mark.parametrize("sed", sorted(SED_TABLE))
 def test_electron_ratios_at_equal_exposure(sed):
-    """§1d: e- ratios g/r and i/r at equal exposure from band_magnitudes and flux_electrons."""
+    """e- ratios g/r and i/r at equal exposure from band_magnitudes and flux_electrons."""
     flux = simulate.flux_electrons(simulate.band_magnitudes(16.0, sed), np.full(3, 100.0))
     assert flux[0] / flux[1] == pytest.approx(SED_TABLE[sed][1][0], abs=2e-3)
     assert flux[2] / flux[1] == pytest.approx(SED_TABLE[sed][1][1], abs=2e-3)
@@ -194,7 +197,7 @@ def test_electron_ratios_at_equal_exposure(sed):
 
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_elliptical_colours_in_stamps(depth, monkeypatch):
-    """CWW_E_ext noiseless stamps: g/r = 0.546 x 240/552 = 0.2374, i/r = 1.069, within 1 % (§3.6)."""
+    """CWW_E_ext noiseless stamps: g/r = 0.546 x 240/552 = 0.2374, i/r = 1.069, within 1 %."""
     noiseless(monkeypatch)
     expected_y1 = simulate.draw_expected(one_component_galaxy(), SPEC)
     image = simulate.observe(expected_y1, 99, depth, SPEC)
@@ -202,12 +205,12 @@ def test_elliptical_colours_in_stamps(depth, monkeypatch):
     assert 0.546 * 240 / 552 == pytest.approx(0.2374, abs=1e-4)
     assert sums[0] / sums[1] == pytest.approx(0.2374, rel=0.01)
     assert sums[2] / sums[1] == pytest.approx(1.069, rel=0.01)
-    # And the r-band total is the spec's F_r for this depth (0.3" de Vaucouleurs: all in the stamp).
+    # And the r-band total is F_r for this depth (0.3" de Vaucouleurs: all in the stamp).
     years = simulate.DEPTH_YEARS[depth]
     assert sums[1] == pytest.approx(expected_flux(18.0, "CWW_E_ext", years)[1], rel=0.01)
 
 
-# --- §3 check 9 (brief's 7): Y10 = 10 x Y1 before noise, independent noise streams ---
+# --- Y10 = 10 x Y1 before noise, independent noise streams ---
 def test_y10_expected_is_ten_times_y1(monkeypatch):
     noiseless(monkeypatch)
     galaxy = simulate.draw_galaxy(np.random.default_rng(11), simulate.SPIRAL, SPEC)
@@ -239,7 +242,7 @@ def test_y1_and_y10_noise_streams_are_independent():
 
 
 def test_noise_streams_are_separate_per_depth_and_band():
-    """Separate derived seeds per (galaxy, depth, band) (§2b.5-6): no two streams coincide, and
+    """Separate derived seeds per (galaxy, depth, band): no two streams coincide, and
     each observed band is regenerated from its own stream alone."""
     first_draws = {(seed, depth, band): simulate.noise_rng(seed, depth, band).integers(2**62)
                    for seed in (0, 1) for depth in DEPTHS for band in range(3)}
@@ -271,9 +274,9 @@ def test_candidate_noise_is_poisson_around_the_expected_image():
         assert abs(correlation(*pulls)) < bound
 
 
-# --- §3 check 7: m5 consistency of zero points and sky ---
+# --- m5 consistency of zero points and sky (Ivezić et al. 2019, Table 2) ---
 def test_single_visit_and_coadd_depths():
-    """n_eff = 2.266 (theta_eff / 0.2)^2, sky only, 30 s: SNR = 5 at 25.04/24.49/24.01 (§3.7)."""
+    """n_eff = 2.266 (theta_eff / 0.2)^2, sky only, 30 s: SNR = 5 at 25.04/24.49/24.01."""
     theta_eff = np.array([0.87, 0.83, 0.80])
     n_eff = 2.266 * (theta_eff / 0.2) ** 2
     sky_30s = simulate.sky_electrons_per_pixel("Y1", 0.04) * 30.0 / T_YEAR_S
@@ -289,7 +292,7 @@ def test_single_visit_and_coadd_depths():
     np.testing.assert_allclose(coadd, (26.07, 27.32), atol=0.01)
 
 
-# --- §3 check 8: normalised simulated arrays ---
+# --- Normalised simulated arrays ---
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_normalised_range_of_simulated_arrays(depth):
     folder, _ = _tiny_dataset.tiny_dataset()
@@ -341,7 +344,7 @@ def test_rejection_sampling_bookkeeping(one_worker):
 
 
 def test_kept_labels_follow_the_gini_m20_boundaries(one_worker):
-    """F, S and labels of kept galaxies recomputed from (G, M20) with the §4 formulas."""
+    """F, S and labels of kept galaxies recomputed from (G, M20) with the F and S of Lotz et al. 2008 (ApJ 672, 177) as statmorph computes them."""
     for c in one_worker.accepted:
         f = -0.693 * c.m20 + 4.95 * c.gini - 3.96
         s = 0.139 * c.m20 + 0.990 * c.gini - 0.327
@@ -352,7 +355,7 @@ def test_kept_labels_follow_the_gini_m20_boundaries(one_worker):
 
 
 def test_label_image_is_the_stored_label_band(one_worker):
-    """The labeller sees the stored Y10 i-band stamp (spec §6.4 default) of each kept galaxy."""
+    """The labeller sees the stored Y10 i-band stamp (the data.label_band and data.label_depth defaults) of each kept galaxy."""
     c = one_worker.accepted[0]
     stats = morphology.measure(c.y10[2].astype(np.float64), math.sqrt(SKY_TABLE["Y10"][2]))
     assert stats["gini"] == pytest.approx(c.gini, abs=1e-5)
@@ -448,7 +451,7 @@ def test_continuous_quotas_are_filled_by_label_in_index_order(continuous_one_wor
             expected.append(k)
     assert sorted(c.index for c in result.accepted) == expected
     assert filled == list(spec.counts) and expected[-1] == tried - 1  # stops at the last quota
-    for c in result.accepted:  # F, S and the label from the catalogue's (G, M20), spec §4.3
+    for c in result.accepted:  # F, S and the label from the catalogue's (G, M20), Lotz et al. 2008
         f = -0.693 * c.m20 + 4.95 * c.gini - 3.96
         s = 0.139 * c.m20 + 0.990 * c.gini - 0.327
         assert (c.bulge, c.merger) == pytest.approx((f, s), abs=1e-9)

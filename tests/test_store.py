@@ -1,8 +1,9 @@
 """jaxrobust.data.store: the Zenodo layout on disk, splits, augmentation, validation, atomic writes.
 
-Layout facts from lsst_simulation.md §5 (NCHW float32 images, (N, 3) one-hot int64 labels in the
-order spiral, elliptical, merger, the 150-image attack subsample); split and augmentation rules
-from §2c and §6.2-6.3. Expected values are computed here independently (hashlib, explicit index
+Layout facts of the Zenodo record (doi 10.5281/zenodo.5514180, as DeepAdversaries' notebooks read
+it: NCHW float32 images, (N, 3) one-hot int64 labels in the order spiral, elliptical, merger, the
+150-image attack subsample); split and augmentation rules from Ćiprijanović et al. 2022, section 2.1
+(and our split by galaxy, docs/data.md). Expected values are computed here independently (hashlib, explicit index
 arithmetic, np.flip), not taken from the module.
 """
 from __future__ import annotations

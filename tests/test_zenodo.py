@@ -1,4 +1,4 @@
-"""The paper's Zenodo files (lsst_simulation.md §5) through the whole pipeline, by the CLI.
+"""The paper's Zenodo files (doi 10.5281/zenodo.5514180) through the whole pipeline, by the CLI.
 
 A Zenodo folder here is the tiny simulated dataset rewritten under the published names only:
 NCHW images (float32, or float64), int64 one-hot labels, the attack subsample, and no

@@ -8,7 +8,8 @@ is rendered a second time as Pan-STARRS1 would see it, with its own independent 
 labelled there by G-M20 (F and S of Rodriguez-Gomez 2019, jaxrobust.data.morphology).
 
 Pan-STARRS1 numbers (Chambers et al. 2016, arXiv:1612.05560; Magnier et al. 2020, ApJS 251, 3):
-- 0.25" pixels of the 3pi stacked images (Chambers 2016 §3; Rodriguez-Gomez 2019 §2.3 use them),
+- 0.25" pixels of the 3pi stacked images (Chambers et al. 2016, section 3; Rodriguez-Gomez et al.
+  2019, section 2.3, use them),
 - i-band PSF: median seeing 1.11" FWHM (Chambers 2016, Table 11); a Kolmogorov profile of that
   FWHM is our choice of shape (the stacks' PSF is close to a Moffat/Kolmogorov core),
 - noise: the 3pi stack's 5 sigma point-source depth i = 23.1 AB (Chambers 2016, Table 11),
@@ -26,7 +27,8 @@ import numpy as np
 
 from jaxrobust.data import morphology, population
 
-PIXEL_SCALE_ARCSEC = 0.25  # Pan-STARRS1 3pi stack pixels (Chambers et al. 2016 §3; Rodriguez-Gomez 2019 §2.3)
+# Pan-STARRS1 3pi stack pixels (Chambers et al. 2016, section 3; Rodriguez-Gomez et al. 2019, section 2.3)
+PIXEL_SCALE_ARCSEC = 0.25
 STAMP_PIXELS = 80  # 80 x 0.25" = 20", the LSST stamp's field (our choice: same sky area)
 PSF_FWHM_ARCSEC = 1.11  # median i-band seeing of PS1 3pi (Chambers et al. 2016, Table 11)
 DEPTH_5SIGMA_AB = 23.1  # i-band 3pi stack 5 sigma point-source depth (Chambers et al. 2016, Table 11)

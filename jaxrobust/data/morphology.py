@@ -2,8 +2,8 @@
 
 Re-implements the G-M20 chain of statmorph 0.7.2 (``SourceMorphology``:
 cutout, outlier masking, centroid, asymmetry centre, shape moments,
-elliptical Petrosian semi-major axis, Gini segmap, Gini, M20; spec
-``lsst_simulation.md`` section 4.2) in vectorised NumPy/SciPy, ~15 ms per
+elliptical Petrosian semi-major axis, Gini segmap, Gini, M20; Rodriguez-Gomez
+et al. 2019, MNRAS 483, 4140, section 4; Lotz et al. 2004, AJ 128, 163) in vectorised NumPy/SciPy, ~15 ms per
 100 x 100 stamp against ~300 ms for statmorph, which also fits Sersic
 profiles and computes CAS/MID statistics we do not need.
 
@@ -11,7 +11,7 @@ Single apertures use photutils' exact pixel/ellipse overlap (own polygon-
 disc geometry); the Petrosian curves of growth, needed at hundreds of radii,
 are tabulated once per centre from 5 x 5 sub-pixel samples instead.  On 200
 GalSim stamps of all three classes this reproduces statmorph to
-|dG| < 0.002 and |dM20| < 0.002 with identical labels (spec 4.6 asks for
+|dG| < 0.002 and |dM20| < 0.002 with identical labels (our target was
 0.01, 0.05, 98 %; scripts/study_morphology_vs_statmorph.py).
 
 The asymmetry centre is kept (``asym_center=True``, the default): replacing
@@ -39,7 +39,7 @@ _ETA = 0.2
 _PETRO_FRACTION_GINI = 0.2
 _PETRO_EXTENT_CAS = 1.5
 _PETRO_FRACTION_CAS = 0.25
-_SKYBOX_SIZE = 16  # what spec 4.6 passes to statmorph for 100 x 100 stamps
+_SKYBOX_SIZE = 16  # statmorph finds no sky box in 100 x 100 stamps of big galaxies with its default
 
 # Whole-stamp curves of growth sample each pixel with 5 x 5 points instead
 # of photutils' exact overlaps (single apertures are computed exactly).
@@ -102,11 +102,11 @@ def segment_galaxy(image, sky_sigma, threshold_sigma=1.5, min_pixels=5):
 
 
 # --------------------------------------------------------------------------
-# Gini and M20 of given pixels (spec 4.1, 4.2 steps 8-9)
+# Gini and M20 of given pixels (Lotz et al. 2004; statmorph's SourceMorphology)
 # --------------------------------------------------------------------------
 
 def gini(values):
-    """Gini coefficient of |values| (Lotz et al. 2004, spec 4.1).
+    """Gini coefficient of |values| (Lotz et al. 2004).
 
     Parameters
     ----------
@@ -126,7 +126,7 @@ def gini(values):
 
 
 def m20(image_in_segmap):
-    """M20 of an image that is zero outside the Gini segmap (spec 4.2 step 9).
+    """M20 of an image that is zero outside the Gini segmap (Lotz et al. 2004; statmorph).
 
     The centre is the flux-weighted centroid of the image (which minimises
     M_tot).  The bright set is every pixel >= t20, the first ascending value
@@ -164,7 +164,7 @@ def m20(image_in_segmap):
 
 
 # --------------------------------------------------------------------------
-# Labels (spec 4.3)
+# Labels (Lotz et al. 2008, ApJ 672, 177, eqs. 4-6; the boundaries of Ćiprijanović et al. 2022, section 2.1)
 # --------------------------------------------------------------------------
 
 def bulge_statistic(g, m20):
@@ -186,7 +186,7 @@ def merger_statistic(g, m20):
 def classify(g, m20):
     """Class index into ``CLASS_NAMES``: 2 if S > 0, else 1 if F > 0, else 0.
 
-    The merger test comes first, as in spec 4.3.  Non-finite G or M20
+    The merger test comes first, as in Lotz et al. 2008.  Non-finite G or M20
     (a failed measurement) gives -1.
 
     Parameters
@@ -205,7 +205,7 @@ def classify(g, m20):
 
 
 # --------------------------------------------------------------------------
-# statmorph's G-M20 chain (spec 4.2 steps 1-9)
+# statmorph's G-M20 chain (statmorph 0.7.2, statmorph.py, SourceMorphology)
 # --------------------------------------------------------------------------
 
 def _stamp_slice(segmap):
@@ -498,7 +498,7 @@ def _petrosian_axis(img, valid, center, elongation=1.0, theta=0.0):
 
 
 def _gini_segmap(img, center, elongation, theta, a_p):
-    """Gini segmap (spec 4.2 step 7): Gaussian-smoothed stamp >= its mean on
+    """Gini segmap (statmorph's): Gaussian-smoothed stamp >= its mean on
     the elliptical annulus at a_p about ``center``; keep the 8-connected
     region of the smoothed maximum.  None when empty."""
     smooth = ndi.gaussian_filter(img, _PETRO_FRACTION_GINI * a_p,
@@ -522,7 +522,7 @@ def _gini_segmap(img, center, elongation, theta, a_p):
 
 
 # --------------------------------------------------------------------------
-# Asymmetry centre (spec 4.2 step 4)
+# Asymmetry centre (statmorph's)
 # --------------------------------------------------------------------------
 
 def _sky_box_asymmetry(img, segment):

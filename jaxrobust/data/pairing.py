@@ -1,8 +1,8 @@
 """Cheap checks that the arrays of a dataset describe the same galaxies where they must.
 
-Y1 and Y10 of a split are the same galaxies in the same order at two depths (paper §2.1), and
-the attack subsample's labels are the test labels at its rows. Nothing in the files says so, so
-a Y1 array of another split, in another order, with two rows swapped, or copied (or rescaled)
+Y1 and Y10 of a split are the same galaxies in the same order at two depths (Ćiprijanović et al.
+2022, section 2.2), and the attack subsample's labels are the test labels at its rows. Nothing in
+the files says so, so a Y1 array of another split, in another order, with two rows swapped, or copied (or rescaled)
 from Y10 would train and attack without a word. These checks read a few dozen stamps of each
 split (every stamp of the attack subsample), not the arrays.
 """

@@ -35,10 +35,11 @@ BANDS = ("g", "r", "i")
 H0_KM_S_MPC = 67.74
 OMEGA_M = 0.3089
 C_KM_S = 299792.458
-Z_RANGE = (0.03, 0.07)  # redshift spread around the TNG snapshot z = 0.05 (Rodriguez-Gomez 2019); issue 13
+Z_RANGE = (0.03, 0.07)  # redshift spread around the TNG snapshot z = 0.05 (Rodriguez-Gomez 2019)
 Z_REFERENCE = 0.05  # data.mag_r_range is the apparent magnitude a galaxy would have at this z
 
-# --- Colours (g - r, r - i) of GalSim's CWW SEDs at z = 0.05 through LSST bands (lsst_simulation.md §1d) ---
+# --- Colours (g - r, r - i) of GalSim's CWW SEDs (Coleman, Wu & Weedman 1980) at z = 0.05 through
+# GalSim's LSST bandpasses ---
 COLOUR_E = (0.819, 0.399)  # CWW_E_ext: bulges and ellipticals
 COLOUR_SBC = (0.497, 0.332)  # CWW_Sbc_ext: early discs
 COLOUR_SCD = (0.379, 0.215)  # CWW_Scd_ext: late discs
@@ -112,7 +113,7 @@ DUST_TAU_V = (0.5, 2.0)  # central V-band optical depth of the lane, face-on tau
 # 103); the paper's sample holds 10 % mergers, so interactions are over-represented (our choice:
 # enough that a 10 % merger quota fills without drawing many spare galaxies).
 PAIR_PROBABILITY, REMNANT_PROBABILITY = 0.16, 0.08
-PAIR_SEPARATION_ARCSEC = (0.5, 8.0)  # log-uniform; close pairs < 3" included (issue 13; Lotz et al. 2008, MNRAS 391, 1137)
+PAIR_SEPARATION_ARCSEC = (0.5, 8.0)  # log-uniform; close pairs < 3" included (Lotz et al. 2008, MNRAS 391, 1137)
 PAIR_FLUX_RATIO = (1.0, 4.0)  # major mergers 1:1-1:4 (Lotz et al. 2011)
 TAIL_PROBABILITY = 0.7  # tails/bridges in most simulated major-merger stages (Lotz et al. 2008)
 SHELL_FLUX_FRACTION = (0.03, 0.10)  # shells hold a few % of the light (Prieur 1990; Tal et al. 2009, AJ 138, 1417)
@@ -123,7 +124,7 @@ COMPANION_MAG_FAINTER = (1.5, 4.0)  # 1:4-1:40 in flux: minor or unrelated (Lotz
 # 673, 864) = 0.1-0.15 per 20" x 20" stamp; mean 0.12.
 STARS_PER_STAMP = 0.12
 STAR_MAG_RANGE = (-1.0, 4.0)  # relative to the galaxy (our choice)
-STAMP_HALF_ARCSEC = 10.0  # LSST stamp 100 x 0.2" (paper §2)
+STAMP_HALF_ARCSEC = 10.0  # LSST stamp 100 x 0.2" (the Zenodo arrays' 100 x 100 pixels; Ivezić et al. 2019 Table 1)
 
 
 def _colour(base: tuple[float, float], rng: np.random.Generator, sigma: float) -> tuple[float, float]:
@@ -323,7 +324,7 @@ def draw_galaxy(rng: np.random.Generator, mag_r_range: tuple[float, float], pixe
         total += 10 ** (-0.4 * fainter)
     # Fractions stay relative to the galaxy (mag_r); neighbours add their own light.
     params.update(n_companions=companions, n_stars=n_stars, mag_r_with_neighbours=mag_r - 2.5 * math.log10(total))
-    jitter = rng.uniform(-0.5, 0.5, size=2) * pixel_scale_arcsec  # sub-pixel centre (§2a)
+    jitter = rng.uniform(-0.5, 0.5, size=2) * pixel_scale_arcsec  # sub-pixel centre
     return dict(population="continuous", mag_r=mag_r, jitter_arcsec=[float(jitter[0]), float(jitter[1])],
                 params=params, components=components)
 

@@ -139,7 +139,8 @@ def normalize(images: np.ndarray, bounds: StretchBounds | None = None, percentil
 
 
 def stretched_range(bounds: StretchBounds, stretch: float = 0.85) -> tuple[float, float]:
-    """The (min, max) a normalised array can take: spec §3 check 8."""
+    """The (min, max) a normalised array can take: (1 + arcsinh(stretch p_lo / p_hi)) / 2 and
+    (1 + arcsinh(stretch)) / 2 (the published `update_sinh`, import_and_scale.py)."""
     return ((1 + math.asinh(stretch * bounds.p_lo / bounds.p_hi)) / 2, (1 + math.asinh(stretch)) / 2)
 
 

@@ -1,16 +1,18 @@
 """LSST-like g, r, i stamps of parametric galaxies, in electrons, at Y1 and Y10 depth.
 
-NumPy + GalSim only (no JAX), so it runs in worker processes. The recipe and every number come
-from `shared/specs/lsst_simulation.md` (cited below as §n): WeakLensingDeblending's LSST model
-(Sánchez et al. 2021) plus the DeepAdversaries paper's statements. One noiseless galaxy is drawn
-per band for a one-year exposure; Y10 is exactly 10x that expected image (§2b.3); each depth gets
-its own Poisson noise stream (§2b.5). Every candidate galaxy has its own seed, so the dataset is
+NumPy + GalSim only (no JAX), so it runs in worker processes. The survey model is
+WeakLensingDeblending's LSST model (Sánchez et al. 2021, JCAP 07, 043; its descwl/survey.py) with
+the median sky of Ivezić et al. 2019 (ApJ 873, 111, Table 2), as Ćiprijanović et al. 2022
+(section 2.2) describe theirs; each constant below names its source, and docs/data.md has the whole recipe.
+One noiseless galaxy is drawn per band for a one-year exposure; Y10 is exactly 10x that expected
+image (the exposure applied to the raw image, Ćiprijanović et al. 2022 section 2.2); each depth
+gets its own Poisson noise stream. Every candidate galaxy has its own seed, so the dataset is
 bit-identical for any number of worker processes and any stamp can be regenerated alone.
 
 Galaxies come from one continuous population (data.population="continuous", jaxrobust.data.population)
 labelled afterwards, by default on a Pan-STARRS-like catalogue rendering (data.label_by="catalogue",
 jaxrobust.data.catalogue), classes filled by label in candidate order; or from the three per-class
-recipes below with rejection sampling (data.population="recipes": datasets made before issue 13).
+recipes below with rejection sampling (data.population="recipes").
 """
 from __future__ import annotations
 
@@ -31,11 +33,12 @@ from jaxrobust import io, provenance
 from jaxrobust.data import catalogue, morphology, population
 from jaxrobust.progress import progress_bar
 
-# --- Survey constants (§1a-§1c), band order (g, r, i) ---
+# --- Survey constants (Ivezić et al. 2019; WLD = WeakLensingDeblending), band order (g, r, i) ---
 BANDS = ("g", "r", "i")
 PIXEL_SCALE_ARCSEC = 0.2  # arcsec / pixel: Ivezić 2019 Table 1; WLD
-STAMP_PIXELS = 100  # 100 x 100 = 20" x 20": paper §2; Zenodo arrays
-EXPOSURE_PER_YEAR_S = np.array([240.0, 552.0, 552.0])  # s / year: paper §2.2 (Ivezić Table 1 / 10)
+STAMP_PIXELS = 100  # 100 x 100 = 20" x 20": the Zenodo arrays (N, 3, 100, 100)
+# s / year: Ćiprijanović et al. 2022, section 2.2 (= Ivezić et al. 2019 Table 1 visits / 10 x 30 s)
+EXPOSURE_PER_YEAR_S = np.array([240.0, 552.0, 552.0])
 SKY_MAG_PER_ARCSEC2 = np.array([22.26, 21.20, 20.48])  # median dark sky: Ivezić 2019 Table 2
 ZP24_E_PER_S = np.array([50.70, 43.70, 32.36])  # e-/s for AB = 24: WLD descwl/survey.py
 ZENITH_FWHM_ARCSEC = np.array([0.73, 0.70, 0.67])  # atmospheric FWHM at zenith: WLD
@@ -46,7 +49,8 @@ OBSCURATION = 0.640  # sqrt(1 - 32.4 / (pi 4.18^2)): derived as WLD does
 DEPTH_YEARS = {"Y1": 1, "Y10": 10}  # paper: Y10 = ten years of exposure
 RADIAN_ARCSEC = 206264.80624709636
 
-# Colours (g - r, r - i) at z = 0.05 of GalSim's CWW SEDs through GalSim's LSST bandpasses (§1d).
+# Colours (g - r, r - i) at z = 0.05 of GalSim's CWW SEDs through GalSim's LSST bandpasses
+# (Coleman, Wu & Weedman 1980 templates as GalSim ships them), computed with GalSim.
 SED_COLOURS = {
     "CWW_E_ext": (0.819, 0.399),  # ellipticals, bulges
     "CWW_Sbc_ext": (0.497, 0.332),  # early discs
@@ -65,7 +69,7 @@ def band_magnitudes(mag_r: float, sed: str) -> np.ndarray:
 
 
 def flux_electrons(mag: np.ndarray, exposure_s: np.ndarray) -> np.ndarray:
-    """Total electrons per band: t * ZP24 * 10^(-0.4 (m - 24)) (§2b.1)."""
+    """Total electrons per band: t * ZP24 * 10^(-0.4 (m - 24)) (WLD descwl/survey.py)."""
     return exposure_s * ZP24_E_PER_S * 10.0 ** (-0.4 * (np.asarray(mag) - 24.0))
 
 
@@ -75,17 +79,17 @@ def exposure_s(depth: str) -> np.ndarray:
 
 
 def sky_electrons_per_pixel(depth: str, sky_area_per_pixel_arcsec2: float = 0.04) -> np.ndarray:
-    """Constant sky background B per band in e-/pixel (§1c): t ZP24 10^(-0.4 (m_sky - 24)) A_pix.
+    """Constant sky background B per band in e-/pixel: t ZP24 10^(-0.4 (m_sky - 24)) A_pix.
 
     `sky_area_per_pixel_arcsec2` is 0.2^2 = 0.04 for LSST pixels; 1.0 reproduces the noise
-    level of the published archive (§6.1).
+    level of the published archive (docs/data.md).
     """
     rate = ZP24_E_PER_S * 10.0 ** (-0.4 * (SKY_MAG_PER_ARCSEC2 - 24.0))  # e-/s/arcsec^2
     return exposure_s(depth) * rate * sky_area_per_pixel_arcsec2
 
 
 def band_psf(band_index: int, gsparams: galsim.GSParams | None = None) -> galsim.GSObject:
-    """Kolmogorov (zenith FWHM x airmass^0.6) convolved with an obscured Airy (§2b.2)."""
+    """Kolmogorov (zenith FWHM x airmass^0.6) convolved with an obscured Airy (WLD's PSF model)."""
     fwhm = ZENITH_FWHM_ARCSEC[band_index] * AIRMASS ** 0.6
     lam_over_diam = WAVELENGTH_NM[band_index] * 1e-9 / MIRROR_DIAMETER_M * RADIAN_ARCSEC
     atmosphere = galsim.Kolmogorov(fwhm=fwhm, gsparams=gsparams)
@@ -95,7 +99,7 @@ def band_psf(band_index: int, gsparams: galsim.GSParams | None = None) -> galsim
 
 # --- Simulation settings ---
 # "continuous": one generative population (jaxrobust.data.population), classes filled by label;
-# "recipes": the three per-class generators below with rejection sampling (datasets before issue 13).
+# "recipes": the three per-class generators below with rejection sampling.
 POPULATIONS = ("continuous", "recipes")
 # "catalogue": G-M20 on a Pan-STARRS-like rendering (jaxrobust.data.catalogue, as the paper's TNG
 # labels); "gini_m20": G-M20 on the label band/depth of our own LSST stamp; "intended": the drawn class.
@@ -167,7 +171,7 @@ def candidate_seed(run_seed: int, intended_class: int, index: int) -> int:
     return int(np.random.SeedSequence([run_seed, intended_class, index]).generate_state(1)[0])
 
 
-# --- Galaxy models (§2a): a galaxy is a list of component dicts (plain numbers, JSON-able) ---
+# --- Galaxy models (docs/data.md): a galaxy is a list of component dicts (plain numbers, JSON-able) ---
 def _disc_shape(rng: np.random.Generator, q_range=(0.3, 1.0)) -> dict:
     return dict(q=float(rng.uniform(*q_range)), beta_deg=float(rng.uniform(0.0, 180.0)))
 
@@ -215,7 +219,7 @@ def _tail_component(rng, centre: tuple[float, float], frac: float) -> dict:
 
 def _merger_components(rng) -> list[dict]:
     ratio = float(rng.uniform(1.0, 3.0))  # flux ratio primary : secondary
-    separation = float(rng.uniform(3.0, 8.0))  # arcsec; d = 1.5" does not label as merger (§2a)
+    separation = float(rng.uniform(3.0, 8.0))  # arcsec; d = 1.5" does not label as merger (measured with our labeller)
     angle = rng.uniform(0.0, 2 * math.pi)
     f1, f2 = ratio / (1 + ratio), 1 / (1 + ratio)
     # Flux-weighted centre at the stamp centre: offsets inversely proportional to flux.
@@ -244,13 +248,13 @@ def draw_galaxy(rng: np.random.Generator, intended_class: int, spec: SimulationS
         components = _merger_components(rng)
     else:
         raise ValueError(f"intended class must be 0, 1 or 2, got {intended_class}")
-    jitter = rng.uniform(-0.5, 0.5, size=2) * PIXEL_SCALE_ARCSEC  # sub-pixel centre (§2a)
+    jitter = rng.uniform(-0.5, 0.5, size=2) * PIXEL_SCALE_ARCSEC  # sub-pixel centre
     return dict(intended_class=intended_class, mag_r=float(rng.uniform(*spec.mag_r_range)),
                 jitter_arcsec=[float(jitter[0]), float(jitter[1])], components=components)
 
 
 def _arms_template(comp: dict, pixels: int = 512, scale: float = 0.05) -> np.ndarray:
-    """Exponential disc with m = 2 logarithmic arms on a 4x oversampled grid (§2a)."""
+    """Exponential disc with m = 2 logarithmic arms on a 4x oversampled grid (docs/data.md)."""
     h = comp["hlr"] / 1.678  # exponential scale length from the half-light radius
     coords = (np.arange(pixels) - (pixels - 1) / 2) * scale
     x, y = np.meshgrid(coords, coords)
@@ -317,7 +321,7 @@ def draw_expected(galaxy: dict, spec: SimulationSpec, bands=(0, 1, 2),
         galaxy_b = galsim.Add([p.withFlux(f) for p, f in zip(profiles, fluxes)], gsparams=gsparams)
         galaxy_b = galaxy_b.shift(*galaxy["jitter_arcsec"])
         psf = psfs[b] if psfs is not None else band_psf(b, gsparams)
-        # float64: GalSim would draw float32 by default; the spec computes in float64 (§2b.6).
+        # float64: GalSim would draw float32 by default; the noise and sky are added in float64.
         image = galsim.Convolve(galaxy_b, psf, gsparams=gsparams).drawImage(
             nx=STAMP_PIXELS, ny=STAMP_PIXELS, scale=PIXEL_SCALE_ARCSEC, dtype=np.float64)
         out[slot] = image.array
@@ -328,7 +332,7 @@ def _draw_expected_continuous(galaxy: dict, spec: SimulationSpec, bands, psfs, c
     """draw_expected for a jaxrobust.data.population galaxy (profiles in zero-point flux units)."""
     gsparams = spec.gsparams
     profiles = population.band_profiles(galaxy, gsparams, bands, components)
-    # AB magnitude 0 in e- for one year: t ZP24 10^(0.4 x 24) (§2b.1)
+    # AB magnitude 0 in e- for one year: t ZP24 10^(0.4 x 24) (WLD descwl/survey.py)
     zero_point_e = flux_electrons(np.zeros(3), exposure_s("Y1"))
     out = np.empty((len(bands), STAMP_PIXELS, STAMP_PIXELS))
     for slot, (b, profile) in enumerate(zip(bands, profiles)):
@@ -348,7 +352,7 @@ def recipe_band_profile(galaxy: dict, band_index: int, gsparams: galsim.GSParams
 
 
 def add_noise(expected_e: np.ndarray, sky_e: float, rng: np.random.Generator) -> np.ndarray:
-    """Poisson(I + B) - B per pixel (§2b.5): sky-subtracted electrons, float64."""
+    """Poisson(I + B) - B per pixel (as WLD's descwl/analysis.py add_noise): sky-subtracted electrons, float64."""
     lam = np.clip(expected_e, 0.0, None) + sky_e  # FFT ringing can leave tiny negative values
     return rng.poisson(lam).astype(np.float64) - sky_e
 
@@ -362,7 +366,7 @@ def observe(expected_y1: np.ndarray, galaxy_seed: int, depth: str, spec: Simulat
             bands=(0, 1, 2)) -> np.ndarray:
     """Noisy sky-subtracted image at `depth` from the one-year expected image (bands, H, W)."""
     sky = sky_electrons_per_pixel(depth, spec.sky_area_per_pixel_arcsec2)
-    scale = DEPTH_YEARS[depth]  # exposure applied to the raw image: Y10 = 10 x Y1 (§2b.3)
+    scale = DEPTH_YEARS[depth]  # exposure applied to the raw image: Y10 = 10 x Y1 (Ćiprijanović et al. 2022, section 2.2)
     return np.stack([add_noise(scale * expected_y1[slot], sky[b], noise_rng(galaxy_seed, depth, b))
                      for slot, b in enumerate(bands)])
 
@@ -418,7 +422,7 @@ def _measure_or_nan(image: np.ndarray, sky_sigma: float) -> dict:
 
 
 def label_image(expected_band_y1: np.ndarray, seed: int, band: int, spec: SimulationSpec):
-    """(image, sky sigma) the labeller sees: the label band at the label depth (§4.6, §6.4)."""
+    """(image, sky sigma) the labeller sees: the label band at the label depth (docs/data.md)."""
     depth = "Y10" if spec.label_depth == "noiseless" else spec.label_depth
     sky = sky_electrons_per_pixel(depth, spec.sky_area_per_pixel_arcsec2)[band]
     if spec.label_depth == "noiseless":

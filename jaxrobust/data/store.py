@@ -34,7 +34,7 @@ NUM_CLASSES = len(config_lib.CLASS_NAMES)
 SUBSAMPLE_FILES = ("regular_images_150.npy", "noisy_images_150.npy", "labels_150.npy")
 # The thesis notebook (marinadunn/thesis) loads the same subsample under these names.
 SUBSAMPLE_FILES_ALT = ("images_Y10_test_150.npy", "images_Y1_test_150.npy", "labels_test_150.npy")
-AUGMENTATIONS = ("identity", "hflip", "vflip", "rot90", "rot180")  # paper §2.1
+AUGMENTATIONS = ("identity", "hflip", "vflip", "rot90", "rot180")  # Ćiprijanović et al. 2022, section 2.1
 
 
 class DataError(ValueError):
@@ -144,7 +144,7 @@ def expand_with_augmentation(labels: np.ndarray, merger_class: int = 2,
                              enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the augmented set: (source item index, augmentation index) per output image.
 
-    Non-mergers appear once (identity); each merger appears five times (paper §2.1).
+    Non-mergers appear once (identity); each merger appears five times (Ćiprijanović et al. 2022, section 2.1).
     """
     source, kind = [], []
     for i, label in enumerate(labels):
@@ -345,7 +345,8 @@ def _read_info(info_path: Path) -> dict:
 def subsample_names(root: Path) -> tuple[str, str, str] | None:
     """The file names of the attack subsample in `root`: (Y10, Y1, labels), or None if absent.
 
-    Either name set of §5 counts (DeepAdversaries' first); a set with files missing is an error,
+    Either name set counts (DeepAdversaries' adversarial_studies_clean.ipynb first, then the
+    names of the marinadunn/thesis notebooks); a set with files missing is an error,
     since silently drawing a new subsample would change which images are attacked.
     """
     root = Path(root)
