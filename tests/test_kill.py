@@ -107,6 +107,24 @@ def test_ctrl_c_during_train_says_how_to_resume_and_a_second_writer_is_refused(c
     assert _synthetic.metric_rows(_rows(work)) == _synthetic.metric_rows(_rows(reference))
 
 
+def test_a_truncated_checkpoint_array_prints_one_line_and_nothing_after_it(tmp_path):
+    """In a process of its own: orbax's finalizers may print "Exception ignored ... Traceback"
+    lines at exit, after the sentence; only the sentence may reach the user."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny.shared_run()[1], run)
+    step = next(p for p in (run / "checkpoints" / "best").iterdir() if p.name.isdigit())
+    biggest = max((p for p in step.rglob("*") if p.is_file() and "meta" not in p.parts), key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 3])
+    done = subprocess.run([sys.executable, "-m", "jaxrobust.cli", "evaluate", "--workdir", str(run)],
+                          env=_synthetic.subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    errors = [i for i, line in enumerate(lines) if line.startswith("error:")]
+    assert errors == [len(lines) - 1], done.stderr  # one sentence, and nothing after it
+    assert lines[-1].startswith(f"error: {run / 'checkpoints'}") and "TensorStore" not in lines[-1]
+    assert "Exception ignored" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+
+
 def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
