@@ -2,7 +2,7 @@
 
     jaxrobust reproduce --config medium --workdir runs/medium [--seeds 3]
 
-Measured on this project's 2-core CPU (README, "What the medium study shows"): the simulation
+Measured on this project's 2-core CPU (docs/findings.md, "What the medium study shows"): the simulation
 takes about 14 minutes and each seed 26-29 (regular arm 10, DA arm 16-19: training, attack, scan,
 analysis), so one reproduce is about 40 minutes and the 3-seed study about 95. The DA epoch
 costs twice the regular one (two batches per step) and is the largest single part.
@@ -16,7 +16,7 @@ brightness and the batch size) and why:
   1e-5 being out of reach on a CPU): the constant rate quick had then, the fastest measured there
   before the regular arm's validation predictions collapse to one class on most epochs (which the
   validation set's own stretch turned out to cause, docs/training.md). The best checkpoint is chosen
-  by validation accuracy; in the 3-seed study it fell at epochs 12-27 of 40 (README).
+  by validation accuracy; in the 3-seed study it fell at epochs 12-27 of 40 (docs/findings.md).
 - Each split stretched with its own percentiles (the published preprocessing) and a constant
   learning rate: the recipe quick had when the medium study ran. Quick has since moved to the
   training split's stretch and a warm-up + cosine schedule, because its 140-image validation

@@ -31,7 +31,7 @@ What differs from the paper (jaxrobust.config.base_config) and why:
   move little, so the best-validation epoch is less a matter of where an oscillation stood. The
   paper's 1e-5 learns little in a few CPU minutes. Early stopping is off: both stoppers watch the
   validation loss, which jumped on the stretched validation set's collapsed epochs.
-  Measured in the 3-seed study (README, `jaxrobust reproduce --config quick --seeds 3`): the
+  Measured in the 3-seed study (docs/findings.md, `jaxrobust reproduce --config quick --seeds 3`): the
   best epoch falls at epochs 14-19 of 30, the last 5 epochs' validation accuracy moves by at most
   0.02, and the best-epoch Y10 test accuracy spreads by 0.046 (regular: 0.664, 0.625, 0.671) and
   0.025 (DA: 0.632, 0.643, 0.657) across seeds 0-2, against 0.06 and 0.09 with the constant 3e-5,
@@ -40,7 +40,7 @@ What differs from the paper (jaxrobust.config.base_config) and why:
 - Nothing differs in the attack: the paper's 150-image test subsample, population 400, 80
   generations (the incremental evaluator makes that a few minutes on a CPU).
 - The exhaustive one-pixel scan covers the first 5 of those images per run (paper configs: 150):
-  7-33 s per run in the 3-seed quick study (README), compilation included (the first run's 33 s);
+  7-33 s per run in the 3-seed quick study (docs/findings.md), compilation included (the first run's 33 s);
   the DA run and later seeds reuse the regular run's compiled scan.
 """
 from jaxrobust.config import base_config
