@@ -533,6 +533,7 @@ def test_exploding_learning_rate_raises_in_the_first_epoch(tmp_path):
 @pytest.mark.parametrize("key, value", [("train.data_placement", "gpu"),
                                         ("train.early_stopping", "sometimes"),
                                         ("train.mmd_estimator", "linear"),
+                                        ("train.da_loss", "wasserstein"),
                                         ("model.name", "resnet50"),
                                         ("train.batch_size", 0),
                                         ("train.learning_rate", float("nan"))])
