@@ -1,5 +1,6 @@
 """data/pairing.py: faint, noisy Y1 twins are still recognised; another order is not."""
 import numpy as np
+import pytest
 
 from jaxrobust.data import pairing
 
@@ -69,3 +70,18 @@ def test_a_rescaled_copy_has_no_noise_of_its_own():
     np.testing.assert_array_equal(pairing.rescaled_copies(y10, scaled), [5])
     problem = pairing.same_galaxies_problem(y10, y10 * 1.001, "Y10.npy", "Y1.npy")
     assert problem.startswith("Y1.npy: row 0 is row 0 of Y10.npy rescaled") and "16 of 16" in problem
+
+
+def test_noise_ratio_of_a_tenth_of_the_exposure():
+    """Poisson counts of one blob at 1 and 10 years (sky included): Y1's relative noise is
+    sqrt(10) times Y10's; exchanged depths score 1 / sqrt(10) and are refused."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:60, :60] - 29.5
+    blob = 200.0 * np.exp(-(xx ** 2 + yy ** 2) / (2 * 6.0 ** 2))
+    expected = np.repeat(blob[None, None], 3, axis=1).repeat(12, axis=0) * rng.uniform(0.5, 2.0, (12, 1, 1, 1))
+    sky = 50.0
+    y1 = rng.poisson(expected + sky) - sky
+    y10 = rng.poisson(10 * (expected + sky)) - 10 * sky
+    assert pairing.noise_ratio(y10, y1) == pytest.approx(np.sqrt(10), rel=0.15)
+    problem = pairing.same_galaxies_problem(y1, y10, "Y10.npy", "Y1.npy")
+    assert problem is not None and problem.startswith("Y1.npy: less noisy than Y10.npy")

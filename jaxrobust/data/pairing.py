@@ -130,6 +130,17 @@ def _correlation_noise(stamps: np.ndarray) -> np.ndarray:
     return pixel_noise(x) / np.sqrt(block) / np.where(norm > 0, norm, np.inf)
 
 
+def noise_ratio(y10: np.ndarray, y1: np.ndarray) -> float | None:
+    """Median over rows of Y1's relative noise over Y10's (pixel noise per unit of the stamp's
+    signal, `_correlation_noise`): about sqrt(10) for a tenth of the exposure, above 1 for any
+    noisier Y1. None when fewer than two rows have measurable noise at both depths."""
+    q10, q1 = _correlation_noise(y10), _correlation_noise(y1)
+    usable = (q10 > 0) & (q1 > 0) & np.isfinite(q10) & np.isfinite(q1)
+    if usable.sum() < 2:
+        return None
+    return float(np.median(q1[usable] / q10[usable]))
+
+
 def swapped_rows(y10: np.ndarray, y1: np.ndarray) -> tuple[int, int] | None:
     """The pair of rows (i, j) most clearly swapped, or None: Y10 stamp i correlates better with
     Y1 stamp j than with its own and Y10 stamp j better with Y1 stamp i (correlations of coarse
@@ -186,6 +197,11 @@ def same_galaxies_problem(y10: np.ndarray, y1: np.ndarray, path10, path1,
         return (f"{path1}: rows {i} and {j} look swapped (Y10 row {i} of {path10} matches Y1 row {j} "
                 f"better than its own, and Y10 row {j} Y1 row {i}); Y1 and Y10 must hold the same "
                 "galaxies in the same order")
+    ratio = noise_ratio(a, b)
+    if ratio is not None and ratio < 1.0:
+        return (f"{path1}: less noisy than {path10} (relative pixel noise {ratio:.2f} x Y10's, median over "
+                f"{len(a)} sampled rows); Y1 is a tenth of Y10's exposure and must be noisier: are the Y1 and "
+                "Y10 files exchanged?")
     if len(a) < 8:  # too few to vote on the order
         return None
     wins = matched_wins(coarse(a), coarse(b))
