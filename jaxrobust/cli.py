@@ -182,6 +182,10 @@ def main(argv=None) -> int:
         from jaxrobust import parallel
 
         parallel.initialize_distributed()
+        if not parallel.is_main_process():  # one lock per command: process 0 holds the folders
+            from jaxrobust import provenance
+
+            provenance.FOLLOWER = True
     try:
         return _dispatch(args, config_lib)
     except KeyboardInterrupt:  # a sentence, not a traceback: what was kept and how to go on

@@ -399,6 +399,9 @@ def _epoch(source: dict):
 # --- One writer per folder ---
 LOCK_FILE = ".jaxrobust.lock"
 _HELD: dict[Path, int] = {}  # folders this process holds: how many times taken
+# The processes of one multi-process (jax.distributed) command share its folders: process 0
+# takes the locks, the others set this (cli.main) and take none.
+FOLLOWER = False
 
 
 class FolderLocked(ProvenanceError):
@@ -445,6 +448,8 @@ def lock_folder(folder, command: str, log=print) -> Path:
     with a FolderLocked sentence; one whose process is gone (a kill -9, a crash) is stale and
     replaced with a note. Taking a folder this process holds again is allowed (nested calls)."""
     folder = Path(folder).resolve()
+    if FOLLOWER:
+        return folder
     if folder in _HELD:
         _HELD[folder] += 1
         return folder
