@@ -187,6 +187,7 @@ RANGE_KEYS = {
     "data.sky_area_per_pixel_arcsec2": (0.0, INF, False, False),
     "data.max_candidates_factor": (1.0, INF, True, False),
     "data.catalogue_mag_shift": (-INF, INF, False, False),
+    "train.coral_weight": (0.0, INF, True, False),
     "data.gsparams_folding_threshold": (0.0, 1.0, False, False),
     "data.gsparams_maxk_threshold": (0.0, 1.0, False, False),
 }

@@ -1,6 +1,8 @@
 """jaxrobust.config: bundled configs, dotted overrides, and the errors a user sees."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -214,3 +216,10 @@ def test_attack_and_scan_take_their_own_sections_and_the_seed_only():
         cfg.run_overrides(config, ["seeds=2"], ("attack",), "attack")
     with pytest.raises(cfg.ConfigError, match="attack.populaton"):  # an unknown key of an allowed section
         cfg.run_overrides(config, ["attack.populaton=2"], ("attack",), "attack")
+
+
+@pytest.mark.parametrize("value", ["-1.0", "nan", "1e999"])
+def test_a_negative_or_non_finite_da_weight_is_refused(value):
+    for key in ("train.mmd_weight", "train.coral_weight"):
+        with pytest.raises(cfg.ConfigError, match=re.escape(f"'{key}'")):
+            load_config("quick", [f"{key}={value}"])
