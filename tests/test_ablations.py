@@ -1,4 +1,4 @@
-"""Ablation switches (issue 14): each changes exactly what it says, checked against a direct computation."""
+"""Ablation switches: each changes exactly what it says, checked against a direct computation."""
 from __future__ import annotations
 
 from functools import partial
