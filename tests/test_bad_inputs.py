@@ -382,6 +382,11 @@ def test_files_changed_after_simulate_are_named(capsys, run, dataset, tmp_path):
 
     folder = copy_of(dataset, tmp_path)
     store.write_info(folder, {"note": "the shared tiny dataset, recorded as a simulation would"})
+    import hashlib
+
+    recorded = json.loads((folder / "dataset.json").read_text())["content_hashes"]["labels_test.npy"]
+    payload = (folder / "labels_test.npy").read_bytes()  # under 64 MiB: hashed whole
+    assert recorded == f"{len(payload)}:{hashlib.blake2b(payload, digest_size=16).hexdigest()}"
     labels = np.load(folder / "labels_test.npy")
     other = int(np.flatnonzero(labels.argmax(axis=1) != labels[0].argmax())[0])
     labels[[0, other]] = labels[[other, 0]]  # still one-hot, counts unchanged: only the checksum sees it

@@ -26,6 +26,10 @@ MIN_MATCHED_WINS = 0.75
 # scale are let through).
 SWAP_GAIN = 0.02
 SWAP_SDS = 4.0
+# Y1's relative pixel noise over Y10's (`noise_ratio`) is about sqrt(10) = 3.2 (3.0 in the quick
+# dataset); exchanged depths score about 1 / sqrt(10) and are refused below this. Stamps of pure
+# noise score about 1 and pass (nothing to compare).
+LESS_NOISY = 0.7
 # A rescaled copy: Y1 row = c x Y10 row (+ a constant) has a Pearson correlation of 1 over the
 # stamp's pixels up to float rounding (1 - r ~ 1e-13), while two independent Poisson
 # observations of one galaxy stay far from it (1 - r >= 0.01 in the quick dataset: sky noise
@@ -197,13 +201,13 @@ def same_galaxies_problem(y10: np.ndarray, y1: np.ndarray, path10, path1,
         return (f"{path1}: rows {i} and {j} look swapped (Y10 row {i} of {path10} matches Y1 row {j} "
                 f"better than its own, and Y10 row {j} Y1 row {i}); Y1 and Y10 must hold the same "
                 "galaxies in the same order")
+    if len(a) < 8:  # too few to vote on the order or to compare the noise
+        return None
     ratio = noise_ratio(a, b)
-    if ratio is not None and ratio < 1.0:
+    if ratio is not None and ratio < LESS_NOISY:
         return (f"{path1}: less noisy than {path10} (relative pixel noise {ratio:.2f} x Y10's, median over "
                 f"{len(a)} sampled rows); Y1 is a tenth of Y10's exposure and must be noisier: are the Y1 and "
                 "Y10 files exchanged?")
-    if len(a) < 8:  # too few to vote on the order
-        return None
     wins = matched_wins(coarse(a), coarse(b))
     if wins < min_matched_wins(len(a)):
         return (f"{path1}: its stamps do not match {path10} row by row (each Y10 stamp resembles "
