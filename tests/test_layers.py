@@ -27,6 +27,7 @@ LAYER_ORDER = (
     ("incremental", ("jaxrobust.incremental",)),
     ("attack", ("jaxrobust.attack",)),
     ("scan", ("jaxrobust.scan",)),
+    ("certify", ("jaxrobust.bounds", "jaxrobust.certify")),
     ("analysis", ("jaxrobust.latent", "jaxrobust.robustness", "jaxrobust.findings")),
     ("plots", ("jaxrobust.plots",)),
     ("report", ("jaxrobust.report",)),
