@@ -5,6 +5,7 @@
     jaxrobust evaluate  --workdir runs/reg
     jaxrobust attack    --workdir runs/reg
     jaxrobust scan      --workdir runs/reg [--colours corners|minmax|grid:K|FILE] [--images N]
+    jaxrobust certify   --workdir runs/reg [--images N] [--budget BOXES] [--bounds linear|interval]
     jaxrobust analyze   --workdir runs/reg --compare runs/da
     jaxrobust reproduce --config configs/quick.py --workdir runs/quick
     jaxrobust bench     attack --quick
@@ -110,6 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "attack.n_images)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="attack/scan overrides, e.g. attack.evaluator=full attack.chunk_candidates=800")
+
+    p = sub.add_parser("certify", help="one-pixel certificates: prove no pixel, at any colour, flips an image",
+                       description="For each of the first certify.n_images images of the attack subsample and "
+                                   "each pixel, decide over the whole colour box [0, 1]^3 (stretched units) by "
+                                   "branch and bound: certified (a proof that no colour changes the class), "
+                                   "flippable (a colour that does, confirmed by a full forward pass) or undecided "
+                                   "(the budget ran out); then the certified one-pixel radius of each image. "
+                                   "Writes certify.npz and certify.json; an interrupted run resumes. ConvNet only.")
+    _add_run_and_data(p)
+    p.add_argument("--images", type=int, default=None,
+                   help="certify the first N images of the attack subsample (default: certify.n_images; at most "
+                        "attack.n_images)")
+    p.add_argument("--budget", type=int, default=None,
+                   help="boxes bounded per pixel before it is undecided (default: certify.max_boxes)")
+    p.add_argument("--bounds", choices=("linear", "interval"), default=None,
+                   help="linear relaxations (default) or interval bounds (certify.bounds)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="certify overrides, e.g. certify.radius=False certify.radius_tolerance=0.01")
 
     p = sub.add_parser("analyze", help="latent distances, JS distance, church windows, isomaps, report.md",
                        description="Analyse one run, or a regular run against a DA run (--compare), and "
@@ -217,6 +236,8 @@ def _interrupted_note(args) -> str:
         return "rerun the same `jaxrobust reproduce` command: finished stages are skipped, training resumes"
     if args.command == "scan":
         return f"rerun `jaxrobust scan --workdir {args.workdir}`: it resumes from the images already scanned"
+    if args.command == "certify":
+        return f"rerun `jaxrobust certify --workdir {args.workdir}`: it resumes from the images already decided"
     if args.command == "simulate":
         return f"the dataset in {args.out} is incomplete; rerun `jaxrobust simulate` with the same config to redo it"
     return "nothing was half written; rerun the command"
@@ -284,6 +305,19 @@ def _dispatch(args, config_lib) -> int:
         data = load_prepared(_data_dir(args, config), config)
         provenance.check_data(args.workdir, data, force=args.force)
         scan.scan_run(args.workdir, data, config, colours=args.colours, n_images=args.images)
+    elif args.command == "certify":
+        from jaxrobust import certify
+        from jaxrobust.data import load_prepared
+
+        overrides = list(args.overrides)
+        overrides += [f"certify.max_boxes={args.budget}"] if args.budget is not None else []
+        overrides += [f"certify.bounds={args.bounds}"] if args.bounds is not None else []
+        config = config_lib.run_overrides(config_lib.read_run_config(args.workdir), overrides, ("certify",), "certify")
+        provenance.check_writable(args.workdir, "--workdir")
+        provenance.lock_folder(args.workdir, "certify")
+        data = load_prepared(_data_dir(args, config), config)
+        provenance.check_data(args.workdir, data, force=args.force)
+        certify.certify_run(args.workdir, data, config, n_images=args.images)
     elif args.command == "analyze":
         from jaxrobust import checkpoint, report
 

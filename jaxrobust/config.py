@@ -144,6 +144,9 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value) -> None:
 COUNT_KEYS = {
     "attack.n_images": (0, " (0 = every test image)"),
     "scan.n_images": (1, ""),
+    "certify.n_images": (1, ""),
+    "certify.max_boxes": (1, ""),
+    "certify.batch": (1, ""),
     "data.n_attack_subsample": (0, " (0 = no subsample drawn)"),
     "data.workers": (0, " (0 = all cores)"),
     "analysis.isomap_points": (1, ""),
@@ -176,6 +179,7 @@ RANGE_KEYS = {
     "attack.target_threshold": (0.0, 1.0, False, False),  # success: p(target) > threshold
     "attack.untargeted_threshold": (0.0, 1.0, False, False),  # success: p(true) < threshold
     "attack.differential_weight": (0.0, 2.0, False, True),  # F of DE (Storn & Price 1997: (0, 2])
+    "certify.radius_tolerance": (0.0, 1.0, False, False),  # stretched colour units
     "train.learning_rate": (0.0, INF, False, False),
     "train.b1": (0.0, 1.0, True, False),  # Adam's decay rates (Kingma & Ba 2015: [0, 1))
     "train.b2": (0.0, 1.0, True, False),
@@ -183,11 +187,11 @@ RANGE_KEYS = {
     "train.weight_decay": (0.0, INF, True, False),
     "train.weight_decay_da": (0.0, INF, True, False),
     "train.mmd_weight": (0.0, INF, True, False),
+    "train.coral_weight": (0.0, INF, True, False),
     "preprocess.stretch": (0.0, INF, False, False),
     "data.sky_area_per_pixel_arcsec2": (0.0, INF, False, False),
     "data.max_candidates_factor": (1.0, INF, True, False),
     "data.catalogue_mag_shift": (-INF, INF, False, False),
-    "train.coral_weight": (0.0, INF, True, False),
     "data.gsparams_folding_threshold": (0.0, 1.0, False, False),
     "data.gsparams_maxk_threshold": (0.0, 1.0, False, False),
 }
@@ -406,6 +410,17 @@ def base_config() -> ml_collections.ConfigDict:
     scan.n_images = 150  # first n of the attack subsample (150), at most attack.n_images
     scan.colours = "corners"  # "corners" (8 RGB-cube corners), "minmax", "grid:K" or a .npy/.txt file
 
+    # --- one-pixel certificates (jaxrobust/certify.py): every pixel over the whole colour box ---
+    certify = config.certify = ml_collections.ConfigDict()
+    # off: at the paper's scale a CPU needs minutes per image (docs/certify.md); quick turns it on
+    certify.enabled = False  # `reproduce` certifies both runs after their scans
+    certify.n_images = 150  # first n of the attack subsample, at most attack.n_images (0 there: all)
+    certify.max_boxes = 32  # per-pixel budget of bounded boxes before a pixel is undecided (--budget)
+    certify.batch = 1024  # boxes bounded per step of the branch and bound
+    certify.bounds = "linear"  # "linear" (forward linear relaxations) or "interval" (docs/certify.md)
+    certify.radius = True  # search the certified one-pixel radius by bisection
+    certify.radius_tolerance = 1.0 / 256  # width of the radius's final bracket, stretched units
+
     # --- analysis ---
     analysis = config.analysis = ml_collections.ConfigDict()
     analysis.isomap_points = 250  # test galaxies in the isomaps (paper Fig. 3)
@@ -449,7 +464,7 @@ def _renamed(values: dict) -> dict:
 
 def training_settings(config) -> dict:
     """The sections of a config (ConfigDict or dict) that determine a trained model, as JSON
-    values: all but `attack`, `scan` and `analysis`.
+    values: all but `attack`, `scan`, `certify` and `analysis`.
 
     A key the config lacks counts at its `base_config` default: a run folder written before the
     key existed was trained with the behaviour that default keeps, so it stays current.
@@ -460,7 +475,7 @@ def training_settings(config) -> dict:
                             json.loads(to_json(base_config())))
     if isinstance(values.get("data"), dict):
         values["data"] = {k: v for k, v in values["data"].items() if k != "source"}
-    return {k: v for k, v in values.items() if k not in ("attack", "scan", "analysis")}
+    return {k: v for k, v in values.items() if k not in ("attack", "scan", "certify", "analysis")}
 
 
 def _with_defaults(values: dict, defaults: dict) -> dict:

@@ -29,6 +29,8 @@ REMEDIES = {
     "attack.json": "rerun `jaxrobust attack --workdir {dir}`",
     "scan.npz": "rerun `jaxrobust scan --workdir {dir}`",
     "scan.json": "rerun `jaxrobust scan --workdir {dir}`",
+    "certify.npz": "rerun `jaxrobust certify --workdir {dir}`",
+    "certify.json": "rerun `jaxrobust certify --workdir {dir}`",
     "dataset.json": "the dataset is damaged; simulate it again (`jaxrobust simulate --overwrite`)",
 }
 DATASET_REMEDY = "the dataset is damaged; simulate or download it again"

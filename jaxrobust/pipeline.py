@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrobust import attack, checkpoint, evaluate, io, plots, provenance, report, robustness, scan, train
+from jaxrobust import attack, certify, checkpoint, evaluate, io, plots, provenance, report, robustness, scan, train
 from jaxrobust import config as config_lib
 from jaxrobust.data import ensure_simulated, load_prepared, preprocess, store
 
@@ -104,12 +104,19 @@ def _run_variant(config, run_dir: Path, data, log=print) -> None:
         log(f"[{name}] robustness measures current: skipped")
     else:
         robustness.robustness_run(run_dir, data, config, log=log)
-    if not config.scan.enabled:
+    if config.scan.enabled:
+        if scan.is_current(run_dir, config) and provenance.unit_current(run_dir, "scan", source, inputs):
+            log(f"[{name}] scan current: skipped")
+        else:
+            scan.scan_run(run_dir, data, config, log=log)
+    if not config.certify.enabled:
         return
-    if scan.is_current(run_dir, config) and provenance.unit_current(run_dir, "scan", source, inputs):
-        log(f"[{name}] scan current: skipped")
+    if config.model.name != "convnet":
+        log(f"[{name}] certificates: the {config.model.name} is not supported (ConvNet only): skipped")
+    elif certify.is_current(run_dir, config) and provenance.unit_current(run_dir, "certify", source, inputs):
+        log(f"[{name}] certificates current: skipped")
     else:
-        scan.scan_run(run_dir, data, config, log=log)
+        certify.certify_run(run_dir, data, config, log=log)
 
 
 def reproduce(config, workdir: Path, data_dir: Path | None = None, log=print) -> dict:

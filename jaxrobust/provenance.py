@@ -48,10 +48,11 @@ UNITS = {
     "evaluate": ("evaluation.json", "predictions.npz", "latents.npz"),
     "attack": ("attack.json", "attack.npz"),
     "scan": ("scan.json", "scan.npz"),
+    "certify": ("certify.json", "certify.npz"),
     "robustness": ("robustness.json", "robustness.npz"),  # jaxrobust.robustness (from attack.npz)
 }
 REPORT_FILES = ("analysis.json", "report.md")
-DERIVED_DIRS = ("figures", "scan_parts")  # scan_parts: an unfinished scan's per-image results
+DERIVED_DIRS = ("figures", "scan_parts", "certify_parts")  # *_parts: unfinished per-image results
 # Keys a unit's files carry: in .npz as 0-d string arrays, in .json under PROVENANCE_KEY.
 UNIT_ID_KEY = "_unit_id"
 SOURCE_KEY = "_checkpoint_source"

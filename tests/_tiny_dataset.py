@@ -19,7 +19,8 @@ from jaxrobust.data import simulate
 # are pinned so that tuning configs/quick.py does not change what these tests see.
 TINY_OVERRIDES = ("data.n_spiral=8", "data.n_elliptical=5", "data.n_merger=3", "data.workers=1",
                   "data.preview=False", "seed=3", "data.mag_r_range=(15.0, 18.0)",
-                  "data.sky_area_per_pixel_arcsec2=1.0", "data.n_attack_subsample=150")
+                  "data.sky_area_per_pixel_arcsec2=1.0", "data.n_attack_subsample=150",
+                  "certify.enabled=False")  # test_pipeline and test_certify certify
 
 
 def tiny_config():

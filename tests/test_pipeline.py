@@ -17,7 +17,8 @@ RUN = list(_tiny_dataset.TINY_OVERRIDES) + [
     "train.epochs=2", "train.batch_size=8", "train.learning_rate=1e-3", "attack.n_images=6",
     "attack.population=40", "attack.max_generations=6", "attack.block_generations=3",
     "analysis.isomap_points=12", "analysis.church_windows=1", "analysis.bootstrap=100",
-    "scan.n_images=1"]  # the scan stage runs; compile time, not images, is most of its cost
+    "scan.n_images=1",  # the scan stage runs; compile time, not images, is most of its cost
+    "certify.enabled=True", "certify.n_images=1", "certify.max_boxes=1", "certify.radius=False"]
 
 
 @pytest.fixture(scope="module")

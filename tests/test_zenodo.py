@@ -28,7 +28,7 @@ TINY_RUN = ["train.epochs=1", "train.batch_size=8", "attack.n_images=3", "attack
             "attack.max_generations=2", "attack.block_generations=2"]
 # What reproduce runs besides the stages these tests are about (the layout feeding training,
 # evaluation, the attack and the analysis): test_pipeline's study scans and animates.
-NO_EXTRAS = ["scan.enabled=False", "analysis.animation=False", "analysis.isomap_points=12"]
+NO_EXTRAS = ["scan.enabled=False", "certify.enabled=False", "analysis.animation=False", "analysis.isomap_points=12"]
 
 
 def subsample_order(test_labels: np.ndarray) -> np.ndarray:
