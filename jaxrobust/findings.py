@@ -332,6 +332,32 @@ def _overshoot_images(seed, arm):
                   & np.logical_and.reduce([r["flip_valid"].astype(bool) for r in robust])).sum())
 
 
+def _certificate_per_image(key):
+    """Per certified image (certify.npz, correctly classified ones): the fraction of its pixels
+    certified over the whole colour box, or its certified one-pixel radius (stretched units)."""
+    def value(seed, arm):
+        c = seed.runs[arm].npz("certify.npz")
+        if c is None:
+            return None
+        if key == "certified_fraction":
+            counts = np.asarray(c["counts"], np.float64)
+            values = counts[:, 0] / counts.sum(1)
+        else:
+            values = np.asarray(c["radius"], np.float64)
+        return dict(ids=np.asarray(c["test_index"], np.int64), values=values, defined=c["correct"].astype(bool))
+    return value
+
+
+def _certificate_mean(key):
+    def value(seed, arm):
+        per = _certificate_per_image(key)(seed, arm)
+        if per is None:
+            return None
+        x = per["values"][per["defined"] & np.isfinite(per["values"])]
+        return float(x.mean()) if x.size else math.nan
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Metric:
     definition: str
@@ -365,6 +391,12 @@ METRICS = {
     "km_generations_to_flip": Metric(
         "Kaplan-Meier median generations to flip (failures censored at the generations run)",
         _summary(lambda s: s.get("km_generations_to_flip", {}).get("median"))),
+    "certified_fraction": Metric(
+        "mean over the certified (correctly classified) images of the fraction of pixels proved unable to flip the "
+        "image at any colour of [0, 1]^3 (certify.npz)", _certificate_mean("certified_fraction")),
+    "certified_radius": Metric(
+        "mean certified one-pixel radius over the certified images: no pixel moved by at most this much "
+        "(L-infinity, stretched units) flips the image (certify.npz)", _certificate_mean("radius")),
     "logit_margin": Metric("median logit margin log p(true) - max log p(other) of the clean Y10 image over "
                            "attacked images (nats)", _logit_margin),
     "margin": Metric("median margin (exact latent distance to the nearest class boundary) over attacked images",
@@ -419,6 +451,9 @@ PER_IMAGE = {
     "generations": PerImage("DE generations to flip; a failed attack censored above every success",
                             _generations_per_image),
     "logit_margin": PerImage("logit margin of the clean Y10 image (attacked images)", _logit_margin_per_image),
+    "certified_fraction": PerImage("fraction of the image's pixels certified (certified images)",
+                                   _certificate_per_image("certified_fraction")),
+    "certified_radius": PerImage("certified one-pixel radius (certified images)", _certificate_per_image("radius")),
 }
 
 
@@ -474,6 +509,12 @@ CLAIMS = (
     Claim("da_lowers_flipping_pixels", "DA lowers the fraction of flipping pixels (exhaustive scan)",
           ("DA", "flipping_pixel_fraction"), ("Reg", "flipping_pixel_fraction"), -1, None, "ours", "image",
           image_a=("DA", "flipping_pixel_fraction"), image_b=("Reg", "flipping_pixel_fraction")),
+    Claim("da_raises_certified_fraction", "DA raises the certified fraction of pixels", ("DA", "certified_fraction"),
+          ("Reg", "certified_fraction"), +1, None, "ours", "image",
+          image_a=("DA", "certified_fraction"), image_b=("Reg", "certified_fraction")),
+    Claim("da_raises_certified_radius", "DA raises the certified one-pixel radius", ("DA", "certified_radius"),
+          ("Reg", "certified_radius"), +1, None, "ours", "image",
+          image_a=("DA", "certified_radius"), image_b=("Reg", "certified_radius")),
     Claim("da_raises_logit_margin", "DA raises the logit margin", ("DA", "logit_margin"), ("Reg", "logit_margin"),
           +1, None, "ours", "logit", image_a=("DA", "logit_margin"), image_b=("Reg", "logit_margin")),
     Claim("da_raises_margin", "DA raises the margin to the class boundary", ("DA", "margin"), ("Reg", "margin"), +1,

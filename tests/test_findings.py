@@ -281,6 +281,37 @@ def test_image_unit_claims_from_seed_folders(tmp_path):
     assert "units of each run's latent scale" in md and "far" in md
 
 
+def _write_certificates(run, certified, radius, correct, test_index):
+    """certify.npz of a run: per image certified pixel counts (of 100), radii, correctness."""
+    certified = np.asarray(certified)
+    counts = np.stack([certified, 100 - certified, np.zeros_like(certified)], axis=1).astype(np.int32)
+    np.savez(run / "certify.npz", counts=counts, radius=np.asarray(radius, np.float64),
+             correct=np.asarray(correct, bool), test_index=np.asarray(test_index))
+
+
+def test_certificate_claims_from_seed_folders(tmp_path):
+    """Certified fraction and radius: the means over correctly classified images, compared by
+    seed and image by image; a misclassified image is left out on its side."""
+    seeds = _study(tmp_path)
+    for k, d in enumerate(seeds):
+        _write_certificates(d / "regular", [10, 20, 30], [0.1, 0.2, 0.3], [True, True, False], [10, 11, 12])
+        _write_certificates(d / "da", [40, 50, 60 + k], [0.3, 0.4 + 0.01 * k, 0.5], [True, True, True], [10, 11, 12])
+    per = findings.seed_metrics(seeds[1])
+    assert per["Reg"]["certified_fraction"] == pytest.approx(0.15)  # (10 + 20) / 2 / 100
+    assert per["DA"]["certified_fraction"] == pytest.approx((40 + 50 + 61) / 300)
+    assert per["Reg"]["certified_radius"] == pytest.approx(0.15)
+    assert per["DA"]["certified_radius"] == pytest.approx((0.3 + 0.41 + 0.5) / 3)
+    out = findings.study_findings(seeds, "convnet")
+    claims = {c["key"]: c for c in out["claims"]}
+    fraction, radius = claims["da_raises_certified_fraction"], claims["da_raises_certified_radius"]
+    np.testing.assert_allclose(fraction["difference"]["values"], [150 / 300 - 0.15 + k / 300 for k in range(3)])
+    assert fraction["verdict"] == findings.HOLDS and radius["verdict"] == findings.HOLDS
+    # per image: images 10 and 11 on both sides (12 is misclassified under Reg): DA higher in both
+    image = radius["per_image"]
+    assert (image["images"], image["a_more"], image["b_more"]) == (2, 2, 0)
+    assert image["p"] == pytest.approx(stats.wilcoxon([0.2, 0.21], alternative="two-sided").pvalue)
+
+
 def test_a_not_reached_seed_is_kept_and_counted(tmp_path):
     # seed 2: DA flips 2 of 6 images -> its censored median amplitude is not reached
     seeds = _study(tmp_path, not_reached_seed=2)
@@ -313,7 +344,7 @@ def test_claims_without_their_files_are_not_measured(tmp_path):
     assert claims["da_raises_margin"]["scaled"]["seed_test"]["reason"] == "not measured"
     # not measured claims stay out of Holm's family: m = the claims with a p
     raw = [c["seed_test"]["p"] for c in out["claims"]]
-    assert sum(p is not None for p in raw) == len(findings.CLAIMS) - 1
+    assert sum(p is not None for p in raw) == len(findings.CLAIMS) - 3  # no scan, no certificates
     assert [c["seed_test"]["p_holm"] for c in out["claims"]] == findings.holm(raw)
     assert f"**{findings.NOT_MEASURED}**" in findings.render_markdown(out)
 
