@@ -564,6 +564,78 @@ def is_current(run_dir, config, n_images: int | None = None) -> bool:
     return recorded == json.loads(json.dumps(certify_settings(config, images_to_certify(config, n_images))))
 
 
+# --- DE vs scan vs certificate (the report's table) ---
+def agreement(certificate: dict, attack: dict, scan: dict | None = None) -> dict:
+    """How the DE attack and the exhaustive scan compare with the certificate on the same images.
+
+    certificate: certify.npz arrays; attack: attack.npz arrays (its first images are the
+    certified ones); scan: scan.npz arrays or None. Over the certified, correctly classified
+    images: DE successes whose pixel is certified (a bug if ever > 0: DE's success criteria imply
+    another class's argmax, which a certificate excludes), scan-flipping pixels (p(other) above
+    the attack's threshold at a colour of the set) on certified pixels (likewise 0) and on
+    flippable ones, and flippable pixels no colour of the scan's set flips (the colours between
+    the corners that only a continuous search finds).
+    """
+    n = len(certificate["correct"])
+    if len(attack["labels"]) < n or ("test_index" in attack and not np.array_equal(
+            attack["test_index"][:n], certificate["test_index"])):
+        raise ValueError("certify.npz and attack.npz cover different images (rerun `jaxrobust certify`)")
+    ok = certificate["correct"].astype(bool)
+    status = certificate["status"]
+    success = attack["success"][:n].astype(bool) & attack["attacked"][:n].astype(bool) & ok
+    rows, cols = attack["pixel"][:n, 0].astype(int), attack["pixel"][:n, 1].astype(int)
+    de_status = status[np.arange(n), rows, cols]
+    out = {"images": int(ok.sum()), "de_successes": int(success.sum()),
+           "de_on_certified": int((success & (de_status == CERTIFIED)).sum()),
+           "de_on_flippable": int((success & (de_status == FLIPPABLE)).sum())}
+    if scan is not None:
+        k = min(n, len(scan["labels"]))
+        if "test_index" in scan and not np.array_equal(scan["test_index"][:k], certificate["test_index"][:k]):
+            raise ValueError("certify.npz and scan.npz cover different images (rerun `jaxrobust scan`)")
+        labels = scan["labels"][:k]
+        others = np.arange(scan["max_probability"].shape[1])[None, :] != labels[:, None]  # (k, C)
+        flips = np.any((scan["max_probability"][:k] > float(scan["target_threshold"])) & others[..., None, None], axis=1)
+        both = ok[:k, None, None]
+        out.update(scanned=int(ok[:k].sum()), n_colours=int(scan["colours"].shape[1]),
+                   scan_flips=int((flips & both).sum()),
+                   scan_flips_on_certified=int((flips & both & (status[:k] == CERTIFIED)).sum()),
+                   scan_flips_on_flippable=int((flips & both & (status[:k] == FLIPPABLE)).sum()),
+                   flippable_missed_by_scan=int((~flips & both & (status[:k] == FLIPPABLE)).sum()))
+    return out
+
+
+def render_markdown(summaries: dict, rows: dict) -> str:
+    """The report's "Certificates" section: {training: certify.json} and {training: agreement(...)}."""
+    lines = ["\n## One-pixel certificates\n\n",
+             "Every pixel of each certified image, decided over the whole colour box [0, 1]^3 (stretched units) by "
+             "branch and bound on float64 bounds (`jaxrobust certify`, docs/certify.md): *certified* (proved: no "
+             "colour makes another class the argmax), *flippable* (a colour that does, confirmed by a full forward "
+             "pass), *undecided* (the per-pixel budget ran out). The radius is the largest L-infinity change of one "
+             "pixel's colour that is certified for every pixel of the image: a length in the image's own units, "
+             "comparable between networks. Fractions are of the pixels of correctly classified images.\n\n",
+             "| Training | images | certified | flippable | undecided (volume) | radius per image | limited by budget "
+             "| boxes per pixel | seconds |\n", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"]
+    for name, s in summaries.items():
+        radii = ", ".join("n/a" if r is None else f"{r:.3f}" for r in s["radii"])
+        lines.append(f"| {name} | {s['correct']} of {s['images']} | {s['certified_fraction']:.4f} | "
+                     f"{s['flippable_fraction']:.4f} | {s['undecided_fraction']:.4f} ({s['undecided_volume']:.4f}) | "
+                     f"{radii} | {s['radius_limited_by_budget']} | {s['mean_boxes_per_pixel']:.2f} | {s['seconds']:.0f} |\n")
+    if rows:
+        lines += ["\nDE and the scan against the certificate, on the certified images. A DE success or a scan flip on "
+                  "a certified pixel would be a bug; a flippable pixel no colour of the scan's set flips is one the "
+                  "continuous search adds.\n\n",
+                  "| Training | DE successes | on certified pixels | on flippable pixels | scan flips (colours) | on "
+                  "certified | on flippable | flippable, missed by the scan |\n",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |\n"]
+        for name, r in rows.items():
+            scan_cells = (f"{r['scan_flips']} ({r['n_colours']}) | {r['scan_flips_on_certified']} | "
+                          f"{r['scan_flips_on_flippable']} | {r['flippable_missed_by_scan']}"
+                          if "scan_flips" in r else "n/a | n/a | n/a | n/a")
+            lines.append(f"| {name} | {r['de_successes']} | {r['de_on_certified']} | {r['de_on_flippable']} | "
+                         f"{scan_cells} |\n")
+    return "".join(lines)
+
+
 __all__ = ["CERTIFIED", "FLIPPABLE", "STATUS_NAMES", "UNDECIDED", "CertifySettings", "Certifier", "branch_and_bound",
-           "certify_images", "certify_run", "certify_settings", "images_to_certify", "is_current", "load_certify",
+           "agreement", "certify_images", "certify_run", "render_markdown", "certify_settings", "images_to_certify", "is_current", "load_certify",
            "pixel_grid", "summarize"]

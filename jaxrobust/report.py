@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxrobust import checkpoint, evaluate, io, latent, parallel, plots, provenance, robustness, scan, train
+from jaxrobust import certify, checkpoint, evaluate, io, latent, parallel, plots, provenance, robustness, scan, train
 from jaxrobust.config import CLASS_NAMES, read_run_config
 
 # The paper's numbers (Ćiprijanović et al. 2022, TNG100 data), one row per model.
@@ -159,6 +159,21 @@ def isomaps(run: RunArtifacts, triplets: np.ndarray, figures: Path, analysis_con
     return names
 
 
+def certify_section(runs: list[RunArtifacts]) -> dict | None:
+    """Certificates (when every run has certify.npz): per run certify.json's counts and the
+    agreement of DE and the scan with the certificate."""
+    if not all((r.dir / "certify.npz").exists() for r in runs):
+        return None
+    out = {"summaries": {}, "rows": {}}
+    for run in runs:
+        out["summaries"][run.name] = {k: v for k, v in json.loads((run.dir / "certify.json").read_text()).items()
+                                      if k != provenance.PROVENANCE_KEY}
+        arrays = certify.load_certify(run.dir)
+        scanned = scan.load_scan(run.dir) if (run.dir / "scan.npz").exists() else None
+        out["rows"][run.name] = certify.agreement(arrays, run.attack, scanned)
+    return out
+
+
 def scan_section(runs: list[RunArtifacts], figures: Path, analysis_config) -> dict | None:
     """DE vs the exhaustive scan (when every run has scan.npz): per run the comparison counts,
     vulnerability figures of its first `analysis.church_windows` vulnerable attacked images,
@@ -282,6 +297,7 @@ def analyze(run_dirs: list[Path], out_dir: Path | None = None, log=print) -> dic
         figure_names["histograms"].append(name)
     result["figures"] = figure_names
     result["scan"] = scan_section(runs, figures, analysis_config)
+    result["certify"] = certify_section(runs)
     result["seconds"] = round(time.perf_counter() - start, 2)
     io.atomic_write_json(out_dir / "analysis.json", result)
     io.atomic_write_bytes(out_dir / "report.md", render_report(runs, result, out_dir).encode())
@@ -350,6 +366,8 @@ def render_report(runs: list[RunArtifacts], result: dict, out_dir: Path) -> str:
     if result.get("scan"):
         parts.append(scan.de_vs_exhaustive_markdown(result["scan"]["rows"], result["scan"]["colours"]))
         parts.extend(f"\n![scan](figures/{rel(name)})\n" for name in result["scan"]["figures"])
+    if result.get("certify"):
+        parts.append(certify.render_markdown(result["certify"]["summaries"], result["certify"]["rows"]))
     parts.append("\n## Figures\n")
     figs = result["figures"]
     for name in figs["histograms"]:

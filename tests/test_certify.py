@@ -341,3 +341,27 @@ def test_the_cli_refuses_a_bad_budget_and_a_run_without_a_model(run_parts, tmp_p
     assert cli.main(["certify", "--workdir", str(empty)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "config.json" in err[0]
+
+
+def test_agreement_counts_by_hand():
+    status = np.zeros((2, 3, 3), np.int8)
+    status[0, 0, 0] = certify.FLIPPABLE
+    status[0, 1, 1] = certify.FLIPPABLE
+    status[0, 2, 2] = certify.UNDECIDED
+    certificate = {"correct": np.array([True, False]), "status": status, "test_index": np.array([4, 8])}
+    attack = {"labels": np.array([0, 1, 2]), "test_index": np.array([4, 8, 9]), "success": np.array([1, 1, 0]),
+              "attacked": np.array([1, 1, 1]), "pixel": np.array([[0, 0], [1, 1], [2, 2]])}
+    max_p = np.zeros((2, 3, 3, 3))
+    max_p[0, 1, 0, 0] = 0.9  # towards class 1 at the flippable (0, 0)
+    max_p[0, 0, 2, 1] = 0.9  # the true class: not a flip
+    max_p[1, 2, 1, 1] = 0.9  # image 1 is misclassified: not counted
+    scan = {"labels": np.array([0, 1]), "test_index": np.array([4, 8]), "max_probability": max_p,
+            "target_threshold": np.float32(0.5), "colours": np.zeros((2, 8, 3))}
+    r = certify.agreement(certificate, attack, scan)
+    assert r == {"images": 1, "de_successes": 1, "de_on_certified": 0, "de_on_flippable": 1, "scanned": 1,
+                 "n_colours": 8, "scan_flips": 1, "scan_flips_on_certified": 0, "scan_flips_on_flippable": 1,
+                 "flippable_missed_by_scan": 1}
+    md = certify.render_markdown({}, {"Reg": r})
+    assert "| Reg | 1 | 0 | 1 | 1 (8) | 0 | 1 | 1 |" in md
+    with pytest.raises(ValueError, match="different images"):
+        certify.agreement(certificate, dict(attack, test_index=np.array([5, 8, 9])), scan)
