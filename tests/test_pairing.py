@@ -68,6 +68,12 @@ def test_a_rescaled_copy_has_no_noise_of_its_own():
     scaled = y1.copy()
     scaled[5] = (y10[5] * 1.001).astype(np.float32)
     np.testing.assert_array_equal(pairing.rescaled_copies(y10, scaled), [5])
+    # a bright point source observed twice: 1 - r ~ 1e-7, yet each depth has its own Poisson noise
+    rng = np.random.default_rng(4)
+    point = np.zeros((4, 3, 12, 12))
+    point[:, :, 6, 6] = 1e6
+    sky = 12720.0
+    assert pairing.rescaled_copies(rng.poisson(10 * (point + sky)) - 10 * sky, rng.poisson(point + sky) - sky).size == 0
     problem = pairing.same_galaxies_problem(y10, y10 * 1.001, "Y10.npy", "Y1.npy")
     assert problem.startswith("Y1.npy: row 0 is row 0 of Y10.npy rescaled") and "16 of 16" in problem
 

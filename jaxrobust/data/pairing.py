@@ -30,11 +30,12 @@ SWAP_SDS = 4.0
 # dataset); exchanged depths score about 1 / sqrt(10) and are refused below this. Stamps of pure
 # noise score about 1 and pass (nothing to compare).
 LESS_NOISY = 0.7
-# A rescaled copy: Y1 row = c x Y10 row (+ a constant) has a Pearson correlation of 1 over the
-# stamp's pixels up to float rounding (1 - r ~ 1e-13), while two independent Poisson
-# observations of one galaxy stay far from it (1 - r >= 0.01 in the quick dataset: sky noise
-# covers most of a stamp). Below this Y1 has no noise of its own.
-RESCALED_COPY = 1e-6
+# A rescaled copy: Y1 row = c x Y10 row (+ a constant) leaves, after the least-squares fit of Y1
+# on Y10, a residual of float rounding (~1e-7 of the pixel values), while an independent
+# observation leaves at least Y1's own noise (residual sd / Y1's pixel noise >= 1; a Y1 made as
+# Y10 plus extra noise ~0.95). Below this fraction of its pixel noise Y1 has no noise of its own.
+# (1 - r alone does not separate them: a bright compact source has 1 - r ~ 1e-7 at both depths.)
+RESCALED_COPY = 0.1
 FEW_ROWS = 32  # below this many sampled pairs the score itself is too noisy for the fixed bar
 RANDOM_ORDER_SDS = 2.0  # ... and a score under 0.5 + 2 sd of a random order's is refused instead
 
@@ -113,14 +114,22 @@ def matched_wins(y10: np.ndarray, y1: np.ndarray) -> float:
 
 def rescaled_copies(y10: np.ndarray, y1: np.ndarray) -> np.ndarray:
     """Positions of the rows whose Y1 stamp is the Y10 stamp times a constant (plus an offset):
-    1 - Pearson r over the stamp's pixels below RESCALED_COPY. Blank stamps are never copies.
+    the residual of the least-squares fit y1 = a y10 + b over the stamp's pixels has an sd below
+    RESCALED_COPY x Y1's pixel noise (`pixel_noise`; for a stamp without measurable noise, below
+    1e-6 of its sd). Blank stamps are never copies.
 
     Args:
-      y10, y1: (n, ...) stamps in the same layout.
+      y10, y1: (n, C, H, W) or (n, H, W, C) stamps in the same layout.
     """
-    r = np.sum(_flat_centred(y10) * _flat_centred(y1), axis=1)
-    blank = (np.ptp(np.reshape(y10, (len(y10), -1)), axis=1) == 0)
-    return np.flatnonzero((1.0 - r < RESCALED_COPY) & ~blank)
+    x = np.asarray(y10, np.float64).reshape(len(y10), -1)
+    y = np.asarray(y1, np.float64).reshape(len(y1), -1)
+    x, y = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
+    xx = np.sum(x * x, axis=1)
+    slope = np.sum(x * y, axis=1) / np.where(xx > 0, xx, 1.0)
+    residual = (y - slope[:, None] * x).std(axis=1)
+    noise, spread = pixel_noise(y1), y.std(axis=1)
+    scale = np.where(noise > 0, RESCALED_COPY * noise, 1e-6 * spread)
+    return np.flatnonzero((residual <= scale) & (xx > 0) & (spread > 0))
 
 
 def _correlation_noise(stamps: np.ndarray) -> np.ndarray:
