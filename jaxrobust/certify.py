@@ -257,10 +257,9 @@ class Certifier:
         active = np.ones(h * w, bool) if active is None else np.asarray(active, bool)
         if threshold is None:
             threshold = self.allowance(image, label) * bounds.FLOAT64_PER_FLOAT32
-        key = (h, w, stop_on_flip)
+        s = self.settings  # the weights are arguments: models of these settings share one program
+        key = (h, w, stop_on_flip, s.max_boxes, s.batch, s.bounds)
         if key not in _DECIDE:
-            s = self.settings
-
             def decide(weights, points, image64, label, lo, hi, active, threshold):
                 cache = bounds.clean_cache(weights, image64)
                 cache32 = convnet_cache(points, image64[None].astype(jnp.float32))
