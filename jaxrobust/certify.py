@@ -192,9 +192,11 @@ def pixel_grid(height: int, width: int) -> tuple[jax.Array, jax.Array]:
 class CertifySettings:
     """What decides a certificate besides the model and the images (config section `certify`).
 
-    max_boxes: per-pixel budget of bounded boxes (--budget). batch: boxes bounded per loop step.
-    bounds: "linear" or "interval". radius_tolerance: the bisection stops when the bracket of
-    the radius is narrower (stretched units). radius: whether to search the radius at all.
+    max_boxes: per-pixel budget of bounded boxes on the whole box (--budget). batch: boxes bounded
+    per loop step. bounds: "linear" or "interval". radius: whether to search the radius at all.
+    radius_tolerance: the bisection stops when the bracket of the radius is narrower (stretched
+    units). radius_max_boxes: the per-pixel budget of each bisection step (small boxes around the
+    clean colour need splits near the boundary, where the whole box's budget would stop early).
     """
 
     max_boxes: int = 32
@@ -202,16 +204,20 @@ class CertifySettings:
     bounds: str = "linear"
     radius: bool = True
     radius_tolerance: float = 1.0 / 256
+    radius_max_boxes: int = 16
 
     @classmethod
     def from_config(cls, config) -> "CertifySettings":
         section = config.certify
         return cls(max_boxes=int(section.max_boxes), batch=int(section.batch), bounds=str(section.bounds),
-                   radius=bool(section.radius), radius_tolerance=float(section.radius_tolerance))
+                   radius=bool(section.radius), radius_tolerance=float(section.radius_tolerance),
+                   radius_max_boxes=int(section.radius_max_boxes))
 
     def validate(self) -> None:
         if self.max_boxes < 1:
             raise ConfigError(f"certify.max_boxes (--budget) must be an integer >= 1 boxes per pixel, got {self.max_boxes}")
+        if self.radius_max_boxes < 1:
+            raise ConfigError(f"certify.radius_max_boxes must be an integer >= 1 boxes per pixel, got {self.radius_max_boxes}")
         if self.batch < 1:
             raise ConfigError(f"certify.batch must be an integer >= 1 boxes per step, got {self.batch}")
         if self.bounds not in bounds.BOUND_MODES:
@@ -243,7 +249,9 @@ class Certifier:
 
         lo, hi: (H W, 3) colour boxes (row-major pixels) inside [0, 1]^3; active (H W,) bool,
         default all; threshold (classes,), default the image's float64 rounding allowance.
-        Returns NumPy arrays (no full-forward confirmation: see `certify_image`).
+        stop_on_flip: a step of the radius's bisection: ends at the first flip, with
+        certify.radius_max_boxes boxes per pixel. Returns NumPy arrays (no full-forward confirmation:
+        see `certify_image`).
         """
         h, w = image.shape[:2]
         lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
@@ -258,14 +266,15 @@ class Certifier:
         if threshold is None:
             threshold = self.allowance(image, label) * bounds.FLOAT64_PER_FLOAT32
         s = self.settings  # the weights are arguments: models of these settings share one program
-        key = (h, w, stop_on_flip, s.max_boxes, s.batch, s.bounds)
+        max_boxes = s.radius_max_boxes if stop_on_flip else s.max_boxes  # the radius's steps stop on a flip
+        key = (h, w, stop_on_flip, max_boxes, s.batch, s.bounds)
         if key not in _DECIDE:
             def decide(weights, points, image64, label, lo, hi, active, threshold):
                 cache = bounds.clean_cache(weights, image64)
                 cache32 = convnet_cache(points, image64[None].astype(jnp.float32))
                 rows, cols = pixel_grid(h, w)
                 return branch_and_bound(weights, cache, (points, cache32), label, rows, cols, lo, hi, threshold, active,
-                                        max_boxes=s.max_boxes, batch=s.batch, capacity=h * w + 16 * s.batch,
+                                        max_boxes=max_boxes, batch=s.batch, capacity=h * w + 16 * s.batch,
                                         mode=s.bounds, stop_on_flip=stop_on_flip)
 
             _DECIDE[key] = jax.jit(decide)

@@ -147,6 +147,7 @@ COUNT_KEYS = {
     "certify.n_images": (1, ""),
     "certify.max_boxes": (1, ""),
     "certify.batch": (1, ""),
+    "certify.radius_max_boxes": (1, ""),
     "data.n_attack_subsample": (0, " (0 = no subsample drawn)"),
     "data.workers": (0, " (0 = all cores)"),
     "analysis.isomap_points": (1, ""),
@@ -420,6 +421,7 @@ def base_config() -> ml_collections.ConfigDict:
     certify.bounds = "linear"  # "linear" (forward linear relaxations) or "interval" (docs/certify.md)
     certify.radius = True  # search the certified one-pixel radius by bisection
     certify.radius_tolerance = 1.0 / 256  # width of the radius's final bracket, stretched units
+    certify.radius_max_boxes = 16  # per-pixel budget of each step of the radius's bisection
 
     # --- analysis ---
     analysis = config.analysis = ml_collections.ConfigDict()
