@@ -493,6 +493,9 @@ def certify_run(run_dir, data, config=None, n_images: int | None = None, progres
 
         def save(j, row):
             io.atomic_save_npz(_part_path(parts, int(todo[j])), **row)
+            counts = row["counts"].tolist()
+            log(f"{run_dir}: image {int(todo[j])}: certified / flippable / undecided pixels {counts}, radius "
+                f"{float(row['radius']):.4f} (a flip within {float(row['radius_upper']):.4f}), {float(row['seconds']):.0f} s")
 
         certify_images(model, variables, y10[todo], labels[todo], settings, progress, on_image=save, log=log)
     if not all(_part_path(parts, i).exists() for i in range(len(labels))):

@@ -147,10 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run N seeds of both arms on one dataset (workdir/seed_K, config run_seed=K) and write "
                         "findings.json and a report.md whose Findings section gives each claim a verdict")
 
-    p = sub.add_parser("bench", help="benchmarks (JSON): simulate, train, attack",
+    p = sub.add_parser("bench", help="benchmarks (JSON): simulate, train, attack, scan, certify",
                        description="Run scripts/bench_<what>.py from a source checkout; extra arguments "
                                    "are passed through (e.g. --quick).")
-    p.add_argument("what", choices=("simulate", "train", "attack", "scan"))
+    p.add_argument("what", choices=("simulate", "train", "attack", "scan", "certify"))
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
     return parser
 
