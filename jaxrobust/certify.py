@@ -407,10 +407,6 @@ def certify_settings(config, n_images: int) -> dict:
     return settings
 
 
-def _part_path(parts: Path, index: int) -> Path:
-    return parts / f"image_{index:05d}.npz"
-
-
 def certify_images(model, variables, images: np.ndarray, labels: np.ndarray,
                    settings: CertifySettings | None = None, progress: bool = False, on_image=None, log=None) -> dict:
     """Certificates of (N, H, W, 3) stretched images with true labels (N,): the Python API.
@@ -480,29 +476,23 @@ def certify_run(run_dir, data, config=None, n_images: int | None = None, progres
     y10, labels, index = np.asarray(y10[:n], np.float32), np.asarray(labels[:n]), np.asarray(index[:n])
     record = {"settings": certify_settings(config, len(labels)),
               "source": provenance.checkpoint_source(run_dir, checkpoint.read_meta(run_dir, "best"))}
-    parts = _open_parts(run_dir, record, log)
-    done = np.array([_part_path(parts, i).exists() for i in range(len(labels))])
-    todo = np.flatnonzero(~done)
-    if stop_after is not None:
-        todo = todo[: int(stop_after)]
-    if done.any():
-        log(f"{run_dir}: resuming the certificates, {int(done.sum())} of {len(labels)} images done earlier")
+    parts, todo = provenance.open_parts(run_dir / PARTS_DIR, record, "certificates", len(labels), log, stop_after)
     if todo.size:
         log(f"{run_dir}: certifying {todo.size} images x {y10.shape[1] * y10.shape[2]} pixels over [0, 1]^3 "
             f"({settings.bounds} bounds, at most {settings.max_boxes} boxes per pixel)")
 
         def save(j, row):
-            io.atomic_save_npz(_part_path(parts, int(todo[j])), **row)
+            io.atomic_save_npz(provenance.part_path(parts, int(todo[j])), **row)
             counts = row["counts"].tolist()
             log(f"{run_dir}: image {int(todo[j])}: certified / flippable / undecided pixels {counts}, radius "
                 f"{float(row['radius']):.4f} (a flip within {float(row['radius_upper']):.4f}), {float(row['seconds']):.0f} s")
 
         certify_images(model, variables, y10[todo], labels[todo], settings, progress, on_image=save, log=log)
-    if not all(_part_path(parts, i).exists() for i in range(len(labels))):
+    if not all(provenance.part_path(parts, i).exists() for i in range(len(labels))):
         return None
     rows = []
     for i in range(len(labels)):
-        with np.load(_part_path(parts, i)) as f:
+        with np.load(provenance.part_path(parts, i)) as f:
             rows.append({k: f[k] for k in f.files})
     arrays = stack_rows(rows)
     arrays.update(test_index=index, labels=labels.astype(np.int32))
@@ -513,24 +503,12 @@ def certify_run(run_dir, data, config=None, n_images: int | None = None, progres
         shutil.rmtree(parts, ignore_errors=True)
         log(f"{run_dir}: certificates of {info['images']} images: certified {info['certified_fraction']:.3f}, "
             f"flippable {info['flippable_fraction']:.3f}, undecided {info['undecided_fraction']:.3f} of the pixels of "
-            f"correctly classified images; median radius {info['median_radius']:.3f}; {info['seconds']:.0f} s")
+            f"correctly classified images; median radius {_number(info['median_radius'])}; {info['seconds']:.0f} s")
     return info
 
 
-def _open_parts(run_dir: Path, record: dict, log) -> Path:
-    """The parts folder, kept when made with the same settings and checkpoint, emptied otherwise."""
-    from jaxrobust import io
-
-    parts = run_dir / PARTS_DIR
-    record_path = parts / "settings.json"
-    if parts.exists() and (not record_path.exists() or json.loads(record_path.read_text()) != json.loads(
-            json.dumps(record, default=io.json_default))):
-        log(f"{parts}: partial certificates with other settings or another checkpoint: discarded")
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    if not record_path.exists():
-        io.atomic_write_json(record_path, record)
-    return parts
+def _number(x, digits: int = 3) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
 def summarize(arrays: dict) -> dict:
@@ -630,7 +608,8 @@ def render_markdown(summaries: dict, rows: dict) -> str:
         radii = ", ".join("n/a" if r is None else f"{r:.3f}" for r in s["radii"])
         lines.append(f"| {name} | {s['correct']} of {s['images']} | {s['certified_fraction']:.4f} | "
                      f"{s['flippable_fraction']:.4f} | {s['undecided_fraction']:.4f} ({s['undecided_volume']:.4f}) | "
-                     f"{radii} | {s['radius_limited_by_budget']} | {s['mean_boxes_per_pixel']:.2f} | {s['seconds']:.0f} |\n")
+                     f"{radii} | {s['radius_limited_by_budget']} | {_number(s['mean_boxes_per_pixel'], 2)} | "
+                     f"{s['seconds']:.0f} |\n")
     if rows:
         lines += ["\nDE and the scan against the certificate, on the certified images. A DE success or a scan flip on "
                   "a certified pixel would be a bug; a flippable pixel no colour of the scan's set flips is one the "

@@ -644,3 +644,33 @@ def incomplete_simulation(root) -> str | None:
     return (f"{root}: an incomplete simulation (`jaxrobust simulate` stopped before its last file: {found[0]} "
             f"but no dataset.json); rerun `jaxrobust simulate --config CONFIG --out {root}` with the same config "
             "to redo it")
+
+
+def part_path(parts: Path, index: int) -> Path:
+    """The file of image `index` in a parts folder."""
+    return Path(parts) / f"image_{index:05d}.npz"
+
+
+def open_parts(parts: Path, record: dict, what: str, n_images: int, log=print,
+               stop_after: int | None = None) -> tuple[Path, np.ndarray]:
+    """The per-image parts folder of a resumable stage (scan_parts/, certify_parts/) and the
+    indices of the images still to do (the first `stop_after` of them when given).
+
+    The folder is kept when `record` (the settings and the checkpoint it was made with) matches
+    its settings.json, emptied otherwise, so a resumed run never mixes images decided under
+    other settings."""
+    parts = Path(parts)
+    record_path = parts / "settings.json"
+    if parts.exists() and (not record_path.exists() or json.loads(record_path.read_text()) != json.loads(
+            json.dumps(record, default=io.json_default))):
+        log(f"{parts}: partial {what} with other settings or another checkpoint: discarded")
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    if not record_path.exists():
+        io.atomic_write_json(record_path, record)
+    done = np.array([part_path(parts, i).exists() for i in range(n_images)], bool)
+    if done.any():
+        log(f"{parts.parent}: resuming the {what}, {int(done.sum())} of {n_images} images done earlier")
+    todo = np.flatnonzero(~done)
+    return parts, (todo if stop_after is None else todo[: int(stop_after)])
+

@@ -380,27 +380,6 @@ def scan_settings(config, colours: str, n_images: int, evaluator_name: str) -> d
     return settings
 
 
-def _part_path(parts: Path, index: int) -> Path:
-    return parts / f"image_{index:05d}.npz"
-
-
-def _open_parts(run_dir: Path, record: dict, log) -> Path:
-    """The parts folder of this scan: kept when it was made with the same settings and
-    checkpoint (an interrupted scan), emptied otherwise."""
-    from jaxrobust import io
-
-    parts = run_dir / PARTS_DIR
-    record_path = parts / "settings.json"
-    if parts.exists() and (not record_path.exists() or json.loads(record_path.read_text()) != json.loads(
-            json.dumps(record, default=io.json_default))):
-        log(f"{parts}: partial scan with other settings or another checkpoint: discarded")
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    if not record_path.exists():
-        io.atomic_write_json(record_path, record)
-    return parts
-
-
 def scan_run(run_dir, data, config=None, colours: str | None = None, n_images: int | None = None,
              progress: bool = True, log=print, stop_after: int | None = None) -> dict | None:
     """The exhaustive scan of a run's best model over the attack subsample: scan.npz + scan.json.
@@ -428,13 +407,8 @@ def scan_run(run_dir, data, config=None, colours: str | None = None, n_images: i
     engine = make_evaluator(str(config.attack.evaluator), model, variables, spec.chunk_candidates)
     settings = scan_settings(config, colours, len(labels), engine.name)
     source = provenance.checkpoint_source(run_dir, checkpoint.read_meta(run_dir, "best"))
-    parts = _open_parts(run_dir, {"settings": settings, "source": source}, log)
-    done = np.array([_part_path(parts, i).exists() for i in range(len(labels))])
-    todo = np.flatnonzero(~done)
-    if stop_after is not None:
-        todo = todo[: int(stop_after)]
-    if done.any():
-        log(f"{run_dir}: resuming the scan, {int(done.sum())} of {len(labels)} images done earlier")
+    parts, todo = provenance.open_parts(run_dir / PARTS_DIR, {"settings": settings, "source": source}, "scan",
+                                        len(labels), log, stop_after)
     if todo.size:
         log(f"{run_dir}: scanning {todo.size} images x {y10.shape[1]} x {y10.shape[2]} pixels x {colour_array.shape[1]} colours "
             f"({colours}) with the {engine.name} evaluator")
@@ -445,16 +419,16 @@ def scan_run(run_dir, data, config=None, colours: str | None = None, n_images: i
             seconds = (now - clock[0]) / len(batch)
             clock[0] = now
             for j, i in enumerate(todo[batch]):
-                io.atomic_save_npz(_part_path(parts, int(i)), seconds=np.float64(seconds),
+                io.atomic_save_npz(provenance.part_path(parts, int(i)), seconds=np.float64(seconds),
                                    **{k: v[j] for k, v in rows.items()})
 
         scan_with_evaluator(engine, y10[todo], labels[todo], colour_array[todo], spec, progress=progress,
                             on_batch=save_part)
-    if stop_after is not None and not all(_part_path(parts, i).exists() for i in range(len(labels))):
+    if stop_after is not None and not all(provenance.part_path(parts, i).exists() for i in range(len(labels))):
         return None
     rows = []
     for i in range(len(labels)):
-        with np.load(_part_path(parts, i)) as f:
+        with np.load(provenance.part_path(parts, i)) as f:
             rows.append({k: f[k] for k in f.files})
     arrays = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     seconds = float(arrays.pop("seconds").sum())

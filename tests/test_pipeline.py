@@ -33,7 +33,8 @@ def test_every_stage_wrote_its_outputs(study):
     for name in ("regular", "da"):
         run = study / name
         for path in ("config.json", "metrics.jsonl", "evaluation.json", "predictions.npz", "latents.npz",
-                     "attack.npz", "attack.json", "scan.npz", "scan.json", "figures/training_curves.png",
+                     "attack.npz", "attack.json", "scan.npz", "scan.json", "certify.npz", "certify.json",
+                     "figures/training_curves.png",
                      "figures/confusion_matrices.png"):
             assert (run / path).exists(), f"{name}/{path}"
         assert json.loads((run / "config.json").read_text())["train"]["da_loss"] == {"regular": "none", "da": "mmd"}[name]
@@ -85,6 +86,8 @@ def test_report_puts_our_tables_beside_the_papers(study):
     assert "| Reg | Accuracy |" in report and "| DA | Accuracy |" in report
     assert "(0.70)" in report  # the paper's ConvNet regular Y10 accuracy, in brackets
     assert "Jensen-Shannon" in report or "flipped under both" in report
+    assert "## One-pixel certificates" in report
+    assert "| Reg | 1 of 1 |" in report or "| Reg | 0 of 1 |" in report  # correctly classified of certified
     for line in report.splitlines():
         if line.startswith("![") and "](" in line:
             target = line.split("](", 1)[1].rstrip(")")
@@ -99,6 +102,7 @@ def test_rerun_skips_finished_stages(study, capsys):
     assert "[data]" in out and "skipped" in out
     assert out.count("training finished earlier: skipped") == 2
     assert out.count("attack current: skipped") == 2
+    assert out.count("certificates current: skipped") == 2
     after = {p: os.stat(study / p).st_mtime for p in before}
     assert after == before
     # a changed attack setting reruns the attacks only
