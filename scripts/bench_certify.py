@@ -19,6 +19,7 @@ measured in the same run: this machine is shared and noisy.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -36,6 +37,11 @@ from _bench_json import emit  # noqa: E402
 
 from jaxrobust import attack, certify, checkpoint, scan  # noqa: E402
 from jaxrobust.data import load_prepared  # noqa: E402
+
+
+def _finite(x) -> float | None:
+    """A float for strict JSON: None where it is not finite (no radius searched)."""
+    return float(x) if math.isfinite(float(x)) else None
 
 
 def time_scan(model, variables, images, labels) -> dict:
@@ -61,7 +67,7 @@ def time_certify(model, variables, images, labels, settings: certify.CertifySett
             "undecided_volume": float(out["undecided_fraction"][ok].sum() / max(counts.sum(), 1)),
             "mean_boxes_per_pixel": float(out["boxes"][ok].mean()) if ok.any() else None,
             "seconds_per_box": seconds / max(boxes, 1),
-            "radius": [float(r) for r in out["radius"]], "radius_upper": [float(r) for r in out["radius_upper"]],
+            "radius": [_finite(r) for r in out["radius"]], "radius_upper": [_finite(r) for r in out["radius_upper"]],
             "radius_limited": out["radius_limited"].tolist()}
 
 
